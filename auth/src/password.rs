@@ -1,6 +1,8 @@
 //! Room password hashing with Argon2id (salted, memory-hard), verified in constant time.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 
 /// Why a password could not be hashed.
@@ -21,7 +23,11 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
 /// a malformed stored hash never matches.
 pub fn verify_password(password: &str, phc_hash: &str) -> bool {
     PasswordHash::new(phc_hash)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 

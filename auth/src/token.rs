@@ -1,6 +1,8 @@
 //! Room tokens: HS256 JWTs binding one user to one room for a limited time.
 
-use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{
+    decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
 use serde::{Deserialize, Serialize};
 
 /// The claims a room token carries.
@@ -129,7 +131,12 @@ mod tests {
         assert_eq!(claims, issued.claims);
         assert_eq!(claims.exp - claims.iat, 3600);
         assert_eq!(claims.name.as_deref(), Some("Ada"));
-        assert_eq!(uuid::Uuid::parse_str(&claims.jti).unwrap().get_version_num(), 4);
+        assert_eq!(
+            uuid::Uuid::parse_str(&claims.jti)
+                .unwrap()
+                .get_version_num(),
+            4
+        );
     }
 
     #[test]
@@ -143,17 +150,25 @@ mod tests {
     fn token_from_another_key_is_invalid() {
         let other = TokenKeys::new(b"another-secret-another-secret-xx");
         let issued = other.issue("u1", "r1", None, now(), 3600);
-        assert_eq!(TokenKeys::new(SECRET).verify(&issued.token), Err(TokenError::Invalid));
+        assert_eq!(
+            TokenKeys::new(SECRET).verify(&issued.token),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]
     fn alg_none_is_rejected() {
         let keys = TokenKeys::new(SECRET);
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        let body = URL_SAFE_NO_PAD.encode(
-            format!(r#"{{"sub":"u1","room":"r1","iat":{0},"exp":{1},"jti":"x"}}"#, now(), now() + 60),
+        let body = URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"sub":"u1","room":"r1","iat":{0},"exp":{1},"jti":"x"}}"#,
+            now(),
+            now() + 60
+        ));
+        assert_eq!(
+            keys.verify(&format!("{header}.{body}.")),
+            Err(TokenError::Invalid)
         );
-        assert_eq!(keys.verify(&format!("{header}.{body}.")), Err(TokenError::Invalid));
     }
 
     #[test]
@@ -161,9 +176,11 @@ mod tests {
         let keys = TokenKeys::new(SECRET);
         let issued = keys.issue("u1", "r1", None, now(), 3600);
         let mut parts: Vec<&str> = issued.token.split('.').collect();
-        let forged = URL_SAFE_NO_PAD.encode(
-            format!(r#"{{"sub":"u1","room":"r2","iat":{0},"exp":{1},"jti":"x"}}"#, now(), now() + 60),
-        );
+        let forged = URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"sub":"u1","room":"r2","iat":{0},"exp":{1},"jti":"x"}}"#,
+            now(),
+            now() + 60
+        ));
         parts[1] = &forged;
         assert_eq!(keys.verify(&parts.join(".")), Err(TokenError::Invalid));
     }

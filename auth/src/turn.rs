@@ -19,7 +19,10 @@ pub fn turn_credentials(secret: &[u8], user_id: &str, expires_at_secs: u64) -> T
     let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(username.as_bytes());
     let credential = STANDARD.encode(mac.finalize().into_bytes());
-    TurnCredentials { username, credential }
+    TurnCredentials {
+        username,
+        credential,
+    }
 }
 
 #[cfg(test)]

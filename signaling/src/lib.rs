@@ -1,1 +1,30 @@
+//! Switchboard's signaling core: the wire protocol, the room registry and the WebSocket
+//! server that binds them.
+//!
+//! - [`protocol`] decodes client frames into typed requests (relay payloads stay raw JSON)
+//!   and encodes server events.
+//! - [`registry`] owns rooms and their members: joins, leaves, replacement, reconnect
+//!   grace, host hand-over, deadlines. It never awaits while holding a lock.
+//! - [`outbox`] is the bounded per-connection send queue that keeps a slow reader from
+//!   slowing anybody else.
+//! - [`server`] accepts TCP connections, performs the checked WebSocket upgrade and runs
+//!   one reader loop plus one writer task per connection.
 
+pub mod config;
+pub mod conn;
+mod connection;
+pub mod error;
+pub mod ids;
+pub mod outbox;
+pub mod protocol;
+pub mod registry;
+pub mod server;
+pub mod stats;
+mod time;
+
+pub use config::SignalingConfig;
+pub use error::ErrorCode;
+pub use registry::Registry;
+pub use server::SignalingServer;
+pub use stats::Stats;
+pub use time::now_ms;

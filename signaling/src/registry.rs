@@ -1,0 +1,1039 @@
+//! The room registry: which rooms exist, who is in them, and when each must next be looked
+//! at.
+//!
+//! Locking: one `std::sync::Mutex` for the index of rooms (taken on create, join, close and
+//! listing), one per room (taken on every relay and broadcast, so rooms never contend with
+//! each other), one for the deadline queue. The order is always index → room → deadlines,
+//! and no lock is held across an `.await`: every critical section is a few map operations
+//! and non-blocking queue pushes. That is why `std`'s mutex is used and not tokio's.
+//!
+//! Time: every room has at most one pending check in an ordered deadline queue (reconnect
+//! graces, empty-room grace, idle timeout, TTL warning and expiry, whichever is first). The
+//! sweeper sleeps until the earliest deadline, or at most `ROOM_SWEEP_INTERVAL_SECONDS`, and
+//! is woken early when a nearer deadline appears, so a sweep costs what it removes, not the
+//! number of rooms.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::config::SignalingConfig;
+use crate::conn::{Conn, KillReason};
+use crate::error::ErrorCode;
+use crate::protocol::{
+    CloseReason, Expiring, HostChanged, LeaveReason, PeerData, PeerInfo, PeerStatus, Presence,
+    Reason, RoomJoined, RoomMeta, RoomState, ServerMessage,
+};
+use crate::stats::Stats;
+use crate::time::now_ms;
+
+/// How long a closed room's id stays refused.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+/// How long before TTL expiry peers get `room-expiring`.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(60);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Who a connection is, as proven by its token.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The token's `sub`.
+    pub user_id: Arc<str>,
+    /// The token's `room`.
+    pub room_id: Arc<str>,
+    /// The token's `iat` (seconds).
+    pub issued_at: u64,
+}
+
+/// Validated settings of a new room.
+#[derive(Debug, Clone)]
+pub struct RoomOptions {
+    /// Display name.
+    pub name: String,
+    /// Member limit.
+    pub max_peers: usize,
+    /// Lifetime from the first join.
+    pub ttl: Option<Duration>,
+    /// Close when the host leaves.
+    pub destroy_on_host_leave: bool,
+}
+
+/// What the HTTP API learns about a room before issuing a token for it.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// The room's password hash, when it has one.
+    pub password_hash: Option<Arc<str>>,
+}
+
+/// Figures for `/stats` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Rooms in the index.
+    pub rooms: usize,
+    /// Members of all rooms, reconnecting ones included.
+    pub peers: usize,
+}
+
+/// One row of the `/stats` room list.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomSummary {
+    /// Room id.
+    pub room_id: Arc<str>,
+    /// Members.
+    pub peer_count: usize,
+    /// Last activity (ms).
+    pub last_activity: u64,
+}
+
+/// What a cleanup pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Rooms closed or deleted.
+    pub rooms: usize,
+    /// Peers disconnected or removed.
+    pub peers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closure {
+    /// Closed with a reason: the id is refused for [`TOMBSTONE_TTL`].
+    Tombstoned,
+    /// Removed quietly (empty or never used): the id is free again.
+    Deleted,
+}
+
+struct Member {
+    user_id: Arc<str>,
+    user_name: String,
+    connected_at_ms: u64,
+    presence: Presence,
+    /// `None` while reconnecting.
+    conn: Option<Arc<Conn>>,
+    disconnected_at: Option<Instant>,
+    last_seen_ms: u64,
+}
+
+impl Member {
+    fn info(&self, host: Option<&Arc<str>>) -> PeerInfo {
+        PeerInfo {
+            user_id: self.user_id.clone(),
+            user_name: self.user_name.clone(),
+            is_host: host.is_some_and(|h| *h == self.user_id),
+            connected_at: self.connected_at_ms,
+            last_heartbeat: self
+                .conn
+                .as_ref()
+                .map_or(self.last_seen_ms, |c| c.last_seen_ms()),
+            status: match (&self.conn, self.presence) {
+                (None, _) => PeerStatus::Reconnecting,
+                (Some(_), Presence::Active) => PeerStatus::Active,
+                (Some(_), Presence::Idle) => PeerStatus::Idle,
+            },
+        }
+    }
+}
+
+struct RoomInner {
+    name: String,
+    host_id: Option<Arc<str>>,
+    host_name: Option<String>,
+    created_at_ms: u64,
+    last_activity: Instant,
+    password_hash: Option<Arc<str>>,
+    max_peers: usize,
+    ttl: Option<Duration>,
+    expires_at: Option<Instant>,
+    expiry_warned: bool,
+    destroy_on_host_leave: bool,
+    ever_joined: bool,
+    empty_since: Option<Instant>,
+    closed: Option<Closure>,
+    scheduled: Option<Instant>,
+    /// In join order: the first is the longest present.
+    peers: Vec<Member>,
+}
+
+impl RoomInner {
+    fn position_of_conn(&self, conn_id: u64) -> Option<usize> {
+        self.peers
+            .iter()
+            .position(|m| m.conn.as_ref().is_some_and(|c| c.id == conn_id))
+    }
+
+    fn send_all(&self, frame: &Utf8Bytes, except_conn: Option<u64>) -> u64 {
+        let mut sent = 0;
+        for conn in self.peers.iter().filter_map(|m| m.conn.as_ref()) {
+            if Some(conn.id) != except_conn && conn.send(frame) {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    fn infos(&self) -> Vec<PeerInfo> {
+        self.peers
+            .iter()
+            .map(|m| m.info(self.host_id.as_ref()))
+            .collect()
+    }
+}
+
+/// A room: its id and its lock-protected state.
+pub struct Room {
+    /// Room id.
+    pub id: Arc<str>,
+    inner: Mutex<RoomInner>,
+}
+
+enum Deadline {
+    Room(Arc<Room>),
+    Tombstone(Arc<str>),
+}
+
+struct Deadlines {
+    queue: BTreeMap<(Instant, u64), Deadline>,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Index {
+    rooms: HashMap<Arc<str>, Arc<Room>>,
+    tombstones: HashMap<Arc<str>, Instant>,
+}
+
+/// All rooms of this server, their members and their deadlines.
+pub struct Registry {
+    config: Arc<SignalingConfig>,
+    stats: Arc<Stats>,
+    index: Mutex<Index>,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    deadlines: Mutex<Deadlines>,
+    sweeper_wake: Notify,
+    refuse_new_rooms: AtomicBool,
+    next_conn_id: AtomicU64,
+    // Anchor for turning `Instant`s into wall-clock milliseconds.
+    epoch: (Instant, u64),
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(config: Arc<SignalingConfig>, stats: Arc<Stats>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            stats,
+            index: Mutex::new(Index::default()),
+            conns: Mutex::new(HashMap::new()),
+            deadlines: Mutex::new(Deadlines {
+                queue: BTreeMap::new(),
+                seq: 0,
+            }),
+            sweeper_wake: Notify::new(),
+            refuse_new_rooms: AtomicBool::new(false),
+            next_conn_id: AtomicU64::new(1),
+            epoch: (Instant::now(), now_ms()),
+        })
+    }
+
+    /// The settings rooms are run with.
+    pub fn config(&self) -> &SignalingConfig {
+        &self.config
+    }
+
+    /// The shared counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    fn wall_ms(&self, at: Instant) -> u64 {
+        let (epoch, epoch_ms) = self.epoch;
+        if at >= epoch {
+            epoch_ms + (at - epoch).as_millis() as u64
+        } else {
+            epoch_ms.saturating_sub((epoch - at).as_millis() as u64)
+        }
+    }
+
+    // ---- connections ----------------------------------------------------------------
+
+    /// Creates and tracks a connection handle (for heartbeats and draining).
+    pub fn open_conn(&self) -> Arc<Conn> {
+        let id = self.next_conn_id.fetch_add(1, Relaxed);
+        let conn = Arc::new(Conn::new(id, self.config.outbound_queue_size, now_ms()));
+        lock(&self.conns).insert(id, conn.clone());
+        conn
+    }
+
+    /// Stops tracking a connection.
+    pub fn close_conn(&self, id: u64) {
+        lock(&self.conns).remove(&id);
+    }
+
+    /// Every open connection.
+    pub fn conns(&self) -> Vec<Arc<Conn>> {
+        lock(&self.conns).values().cloned().collect()
+    }
+
+    // ---- limits ---------------------------------------------------------------------
+
+    /// While set, no new room is created (memory pressure).
+    pub fn set_refuse_new_rooms(&self, refuse: bool) {
+        self.refuse_new_rooms.store(refuse, Relaxed);
+    }
+
+    fn tombstoned(index: &mut Index, id: &str, now: Instant) -> bool {
+        match index.tombstones.get(id) {
+            Some(until) if *until > now => true,
+            Some(_) => {
+                index.tombstones.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn may_add_room(&self, index: &Index) -> Result<(), ErrorCode> {
+        if self.refuse_new_rooms.load(Relaxed) || index.rooms.len() >= self.config.max_rooms {
+            return Err(ErrorCode::TooManyRooms);
+        }
+        Ok(())
+    }
+
+    /// The options a room gets when its first peer joins without `create-room`.
+    pub fn default_options(&self, room_id: &str) -> RoomOptions {
+        RoomOptions {
+            name: room_id.to_owned(),
+            max_peers: self.config.max_peers_per_room,
+            ttl: None,
+            destroy_on_host_leave: false,
+        }
+    }
+
+    fn new_room(
+        &self,
+        id: Arc<str>,
+        opts: RoomOptions,
+        host: Option<(Arc<str>, Option<String>)>,
+        password_hash: Option<Arc<str>>,
+        now: Instant,
+    ) -> Arc<Room> {
+        let (host_id, host_name) = host.map_or((None, None), |(id, name)| (Some(id), name));
+        Arc::new(Room {
+            id,
+            inner: Mutex::new(RoomInner {
+                name: opts.name,
+                host_id,
+                host_name,
+                created_at_ms: self.wall_ms(now),
+                last_activity: now,
+                password_hash,
+                max_peers: opts.max_peers,
+                ttl: opts.ttl,
+                expires_at: None,
+                expiry_warned: false,
+                destroy_on_host_leave: opts.destroy_on_host_leave,
+                ever_joined: false,
+                empty_since: None,
+                closed: None,
+                scheduled: None,
+                peers: Vec::new(),
+            }),
+        })
+    }
+
+    // ---- HTTP-facing operations -------------------------------------------------------
+
+    /// Checks whether `user_id` may get a token for `room_id` (full and closed rooms refuse
+    /// newcomers, never members) and returns what the caller must still check.
+    pub fn admission(&self, room_id: &str, user_id: &str) -> Result<Admission, ErrorCode> {
+        let mut index = lock(&self.index);
+        if Self::tombstoned(&mut index, room_id, Instant::now()) {
+            return Err(ErrorCode::RoomClosed);
+        }
+        let Some(room) = index.rooms.get(room_id).cloned() else {
+            return Ok(Admission {
+                password_hash: None,
+            });
+        };
+        drop(index);
+        let st = lock(&room.inner);
+        if st.closed == Some(Closure::Tombstoned) {
+            return Err(ErrorCode::RoomClosed);
+        }
+        let member = st.peers.iter().any(|m| &*m.user_id == user_id);
+        if !member && st.peers.len() >= st.max_peers {
+            return Err(ErrorCode::RoomFull);
+        }
+        Ok(Admission {
+            password_hash: st.password_hash.clone(),
+        })
+    }
+
+    /// Creates a room ahead of its first join (`POST /api/rooms`).
+    pub fn create_room(
+        &self,
+        room_id: Arc<str>,
+        opts: RoomOptions,
+        host_id: Arc<str>,
+        host_name: Option<String>,
+        password_hash: Option<Arc<str>>,
+    ) -> Result<RoomMeta, ErrorCode> {
+        let now = Instant::now();
+        let mut index = lock(&self.index);
+        if Self::tombstoned(&mut index, &room_id, now) {
+            return Err(ErrorCode::RoomClosed);
+        }
+        if index.rooms.contains_key(&room_id) {
+            return Err(ErrorCode::RoomExists);
+        }
+        self.may_add_room(&index)?;
+        let room = self.new_room(
+            room_id.clone(),
+            opts,
+            Some((host_id, host_name)),
+            password_hash,
+            now,
+        );
+        index.rooms.insert(room_id, room.clone());
+        let mut st = lock(&room.inner);
+        drop(index);
+        let next = self.next_check(&st);
+        self.schedule(&room, &mut st, next);
+        Ok(self.meta(&room, &st, now, false))
+    }
+
+    /// Metadata of one room.
+    pub fn room_meta(&self, room_id: &str, with_peers: bool) -> Result<RoomMeta, ErrorCode> {
+        let room = self.lookup(room_id)?;
+        let st = lock(&room.inner);
+        if st.closed.is_some() {
+            return Err(ErrorCode::RoomNotFound);
+        }
+        Ok(self.meta(&room, &st, Instant::now(), with_peers))
+    }
+
+    fn lookup(&self, room_id: &str) -> Result<Arc<Room>, ErrorCode> {
+        let mut index = lock(&self.index);
+        if Self::tombstoned(&mut index, room_id, Instant::now()) {
+            return Err(ErrorCode::RoomClosed);
+        }
+        index
+            .rooms
+            .get(room_id)
+            .cloned()
+            .ok_or(ErrorCode::RoomNotFound)
+    }
+
+    /// Metadata (without peers) of every room, ordered by id.
+    pub fn list_rooms(&self) -> Vec<RoomMeta> {
+        let now = Instant::now();
+        let mut rooms: Vec<Arc<Room>> = lock(&self.index).rooms.values().cloned().collect();
+        rooms.sort_by(|a, b| a.id.cmp(&b.id));
+        rooms
+            .iter()
+            .filter_map(|room| {
+                let st = lock(&room.inner);
+                st.closed
+                    .is_none()
+                    .then(|| self.meta(room, &st, now, false))
+            })
+            .collect()
+    }
+
+    /// Rooms ordered by id, `limit` of them from `offset`, with the total count.
+    pub fn room_summaries(&self, offset: usize, limit: usize) -> (Vec<RoomSummary>, usize) {
+        let mut rooms: Vec<Arc<Room>> = lock(&self.index).rooms.values().cloned().collect();
+        let total = rooms.len();
+        rooms.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let page = rooms
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|room| {
+                let st = lock(&room.inner);
+                RoomSummary {
+                    room_id: room.id.clone(),
+                    peer_count: st.peers.len(),
+                    last_activity: self.wall_ms(st.last_activity),
+                }
+            })
+            .collect();
+        (page, total)
+    }
+
+    /// Room and member counts.
+    pub fn counts(&self) -> Counts {
+        let rooms: Vec<Arc<Room>> = lock(&self.index).rooms.values().cloned().collect();
+        let peers = rooms.iter().map(|r| lock(&r.inner).peers.len()).sum();
+        Counts {
+            rooms: rooms.len(),
+            peers,
+        }
+    }
+
+    /// Closes a room: every member gets `room-closed` with `reason` and is disconnected
+    /// (4010), and the id is refused for a minute.
+    pub fn close_room(&self, room_id: &str, reason: CloseReason) -> Result<(), ErrorCode> {
+        let room = self.lookup(room_id)?;
+        let closure = {
+            let mut st = lock(&room.inner);
+            if st.closed.is_some() {
+                return Err(ErrorCode::RoomNotFound);
+            }
+            self.close_locked(&room, &mut st, reason)
+        };
+        self.forget(&room, Some(closure));
+        Ok(())
+    }
+
+    fn meta(&self, room: &Room, st: &RoomInner, now: Instant, with_peers: bool) -> RoomMeta {
+        let host_name = st
+            .host_id
+            .as_ref()
+            .and_then(|h| st.peers.iter().find(|m| m.user_id == *h))
+            .map(|m| m.user_name.clone())
+            .or_else(|| st.host_name.clone());
+        RoomMeta {
+            room_id: room.id.clone(),
+            room_name: st.name.clone(),
+            host_id: st.host_id.clone(),
+            host_name,
+            created_at: st.created_at_ms,
+            last_activity: self.wall_ms(st.last_activity),
+            state: if st.closed.is_some() {
+                RoomState::Closed
+            } else if st.peers.iter().any(|m| m.conn.is_some()) {
+                RoomState::Active
+            } else {
+                RoomState::Idle
+            },
+            peer_count: st.peers.len(),
+            max_peers: st.max_peers,
+            has_password: st.password_hash.is_some(),
+            expires_at: st.expires_at.map(|at| self.wall_ms(at)),
+            time_until_expiration: st
+                .expires_at
+                .map(|at| at.saturating_duration_since(now).as_millis() as u64),
+            peers: with_peers.then(|| st.infos()),
+        }
+    }
+
+    // ---- signaling operations -------------------------------------------------------
+
+    /// Puts `conn` into its identity's room (creating the room if needed; with `create`,
+    /// refusing an existing one). A member of the room with the same user id is replaced
+    /// (or restored, when it was reconnecting) without the others seeing a leave.
+    /// `room-joined` is queued to `conn` before any other event of the room.
+    pub fn join(
+        &self,
+        conn: &Arc<Conn>,
+        who: &Identity,
+        user_name: String,
+        create: Option<RoomOptions>,
+    ) -> Result<Arc<Room>, ErrorCode> {
+        let now = Instant::now();
+        let mut index = lock(&self.index);
+        if Self::tombstoned(&mut index, &who.room_id, now) {
+            return Err(ErrorCode::RoomClosed);
+        }
+        let existing = index.rooms.get(&who.room_id).cloned();
+        let room = match existing {
+            Some(room) if lock(&room.inner).closed != Some(Closure::Deleted) => {
+                if create.is_some() {
+                    return Err(ErrorCode::RoomExists);
+                }
+                room
+            }
+            _ => {
+                self.may_add_room(&index)?;
+                let opts = create.unwrap_or_else(|| self.default_options(&who.room_id));
+                let room = self.new_room(who.room_id.clone(), opts, None, None, now);
+                index.rooms.insert(who.room_id.clone(), room.clone());
+                room
+            }
+        };
+        let mut st = lock(&room.inner);
+        drop(index);
+        if st.closed.is_some() {
+            return Err(ErrorCode::RoomClosed);
+        }
+
+        let room_id: &str = &room.id;
+        if let Some(i) = st.peers.iter().position(|m| m.user_id == who.user_id) {
+            let member = &mut st.peers[i];
+            if let Some(old) = member.conn.replace(conn.clone()) {
+                old.send(&ServerMessage::Replaced.encode().into());
+                old.terminate(KillReason::Replaced);
+            }
+            member.disconnected_at = None;
+            member.user_name = user_name;
+            let frame: Utf8Bytes = ServerMessage::PeerReconnected {
+                from: &who.user_id,
+                user_id: &who.user_id,
+                room_id,
+            }
+            .encode()
+            .into();
+            st.send_all(&frame, Some(conn.id));
+        } else {
+            if st.password_hash.is_some() && who.issued_at * 1000 + 999 < st.created_at_ms {
+                return Err(ErrorCode::InvalidPassword);
+            }
+            if st.peers.len() >= st.max_peers {
+                return Err(ErrorCode::RoomFull);
+            }
+            if !st.ever_joined {
+                st.ever_joined = true;
+                if let Some(ttl) = st.ttl {
+                    st.expires_at = Some(now + ttl);
+                }
+                if st.host_id.is_none() {
+                    st.host_id = Some(who.user_id.clone());
+                }
+            } else if st.peers.is_empty() && !st.host_id.as_ref().is_some_and(|h| *h == who.user_id)
+            {
+                // An emptied room that fills again gets its first returning peer as host.
+                st.host_id = Some(who.user_id.clone());
+            }
+            st.peers.push(Member {
+                user_id: who.user_id.clone(),
+                user_name,
+                connected_at_ms: self.wall_ms(now),
+                presence: Presence::Active,
+                conn: Some(conn.clone()),
+                disconnected_at: None,
+                last_seen_ms: conn.last_seen_ms(),
+            });
+            let me = st
+                .peers
+                .last()
+                .map(|m| m.info(st.host_id.as_ref()))
+                .expect("just pushed");
+            let frame: Utf8Bytes = ServerMessage::PeerJoined {
+                from: &who.user_id,
+                user_id: &who.user_id,
+                room_id,
+                data: PeerData {
+                    peer: &me,
+                    reason: None,
+                },
+            }
+            .encode()
+            .into();
+            st.send_all(&frame, Some(conn.id));
+        }
+        st.empty_since = None;
+        st.last_activity = now;
+
+        let meta = self.meta(&room, &st, now, false);
+        let mut infos = st.infos();
+        let me_at = infos
+            .iter()
+            .position(|p| p.user_id == who.user_id)
+            .expect("member present");
+        let me = infos.remove(me_at);
+        conn.send(
+            &ServerMessage::RoomJoined {
+                data: RoomJoined {
+                    room: &meta,
+                    self_: &me,
+                    peers: &infos,
+                },
+            }
+            .encode()
+            .into(),
+        );
+        if let Some(expires_at) = st.expires_at {
+            if st.expiry_warned || expires_at.saturating_duration_since(now) <= EXPIRY_WARNING {
+                conn.send(&self.expiring_frame(room_id, expires_at, now));
+            }
+        }
+        let next = self.next_check(&st);
+        self.schedule(&room, &mut st, next);
+        drop(st);
+        Ok(room)
+    }
+
+    fn expiring_frame(&self, room_id: &str, expires_at: Instant, now: Instant) -> Utf8Bytes {
+        ServerMessage::RoomExpiring {
+            room_id,
+            data: Expiring {
+                expires_at: self.wall_ms(expires_at),
+                time_until_expiration: expires_at.saturating_duration_since(now).as_millis() as u64,
+            },
+        }
+        .encode()
+        .into()
+    }
+
+    /// `leave-room`: removes the member on `conn_id`; the others get `peer-left` (`left`).
+    /// Returns false when the connection was no longer a member.
+    pub fn leave(&self, room: &Arc<Room>, conn_id: u64) -> bool {
+        self.remove_by_conn(room, conn_id, LeaveReason::Left)
+    }
+
+    /// A silent peer is removed at once; the others get `peer-left` (`timeout`).
+    pub fn remove_silent(&self, room: &Arc<Room>, conn_id: u64) -> bool {
+        self.remove_by_conn(room, conn_id, LeaveReason::Timeout)
+    }
+
+    fn remove_by_conn(&self, room: &Arc<Room>, conn_id: u64, reason: LeaveReason) -> bool {
+        let closure = {
+            let mut st = lock(&room.inner);
+            let Some(i) = st.position_of_conn(conn_id) else {
+                return false;
+            };
+            let closure = self.remove_member(room, &mut st, i, reason, Instant::now());
+            if closure.is_none() {
+                let next = self.next_check(&st);
+                self.schedule(room, &mut st, next);
+            }
+            closure
+        };
+        self.forget(room, closure);
+        true
+    }
+
+    /// The connection dropped without `leave-room`: the member keeps its place as
+    /// `reconnecting` for the grace (or leaves at once when the grace is zero).
+    pub fn connection_lost(&self, room: &Arc<Room>, conn_id: u64) {
+        let now = Instant::now();
+        if self.config.reconnect_grace.is_zero() {
+            self.remove_by_conn(room, conn_id, LeaveReason::Disconnected);
+            return;
+        }
+        let mut st = lock(&room.inner);
+        let Some(i) = st.position_of_conn(conn_id) else {
+            return;
+        };
+        let member = &mut st.peers[i];
+        if let Some(conn) = member.conn.take() {
+            member.last_seen_ms = conn.last_seen_ms();
+        }
+        member.disconnected_at = Some(now);
+        let next = self.next_check(&st);
+        self.schedule(room, &mut st, next);
+    }
+
+    /// `close-room` from the member on `conn_id`: only the host may.
+    pub fn close_by_host(&self, room: &Arc<Room>, conn_id: u64) -> Result<(), ErrorCode> {
+        let closure = {
+            let mut st = lock(&room.inner);
+            let i = st.position_of_conn(conn_id).ok_or(ErrorCode::NotInRoom)?;
+            if st.host_id.as_ref() != Some(&st.peers[i].user_id) {
+                return Err(ErrorCode::Forbidden);
+            }
+            self.close_locked(room, &mut st, CloseReason::HostClosed)
+        };
+        self.forget(room, Some(closure));
+        Ok(())
+    }
+
+    /// Hands `frame` to the member `target`, if the member on `sender_conn` is still in
+    /// the room.
+    pub fn relay(
+        &self,
+        room: &Room,
+        sender_conn: u64,
+        target: &str,
+        frame: &Utf8Bytes,
+    ) -> Result<(), ErrorCode> {
+        let mut st = lock(&room.inner);
+        if st.position_of_conn(sender_conn).is_none() {
+            return Err(ErrorCode::NotInRoom);
+        }
+        let member = st
+            .peers
+            .iter()
+            .find(|m| &*m.user_id == target)
+            .ok_or(ErrorCode::PeerNotFound)?;
+        let conn = member.conn.as_ref().ok_or(ErrorCode::PeerUnavailable)?;
+        conn.send(frame);
+        st.last_activity = Instant::now();
+        Ok(())
+    }
+
+    /// Hands `frame` to every other connected member; `presence` also updates the sender's
+    /// status. Returns how many received it.
+    pub fn broadcast(
+        &self,
+        room: &Room,
+        sender_conn: u64,
+        frame: &Utf8Bytes,
+        presence: Option<Presence>,
+    ) -> Result<u64, ErrorCode> {
+        let mut st = lock(&room.inner);
+        let i = st
+            .position_of_conn(sender_conn)
+            .ok_or(ErrorCode::NotInRoom)?;
+        if let Some(p) = presence {
+            st.peers[i].presence = p;
+        }
+        st.last_activity = Instant::now();
+        Ok(st.send_all(frame, Some(sender_conn)))
+    }
+
+    // ---- shared state transitions (room lock held) -----------------------------------
+
+    fn remove_member(
+        &self,
+        room: &Room,
+        st: &mut RoomInner,
+        i: usize,
+        reason: LeaveReason,
+        now: Instant,
+    ) -> Option<Closure> {
+        let member = st.peers.remove(i);
+        st.last_activity = now;
+        let was_host = st.host_id.as_ref() == Some(&member.user_id);
+        if was_host && st.destroy_on_host_leave && !st.peers.is_empty() {
+            return Some(self.close_locked(room, st, CloseReason::HostLeft));
+        }
+        let info = member.info(st.host_id.as_ref());
+        let frame: Utf8Bytes = ServerMessage::PeerLeft {
+            from: &member.user_id,
+            user_id: &member.user_id,
+            room_id: &room.id,
+            data: PeerData {
+                peer: &info,
+                reason: Some(reason),
+            },
+        }
+        .encode()
+        .into();
+        st.send_all(&frame, None);
+        if was_host {
+            if let Some(next_host) = st.peers.first().map(|m| m.user_id.clone()) {
+                let frame: Utf8Bytes = ServerMessage::HostChanged {
+                    room_id: &room.id,
+                    data: HostChanged {
+                        host_id: &next_host,
+                    },
+                }
+                .encode()
+                .into();
+                st.host_id = Some(next_host);
+                st.send_all(&frame, None);
+            }
+        }
+        if st.peers.is_empty() {
+            st.empty_since = Some(now);
+        }
+        None
+    }
+
+    fn close_locked(&self, room: &Room, st: &mut RoomInner, reason: CloseReason) -> Closure {
+        let frame: Utf8Bytes = ServerMessage::RoomClosed {
+            room_id: &room.id,
+            data: Reason {
+                reason: reason.as_str(),
+            },
+        }
+        .encode()
+        .into();
+        for member in st.peers.drain(..) {
+            if let Some(conn) = member.conn {
+                conn.send(&frame);
+                conn.terminate(KillReason::RoomClosed);
+            }
+        }
+        st.closed = Some(Closure::Tombstoned);
+        tracing::debug!(room = %room.id, reason = reason.as_str(), "room closed");
+        Closure::Tombstoned
+    }
+
+    /// Drops a closed room from the index (and tombstones its id) once its lock is released.
+    fn forget(&self, room: &Arc<Room>, closure: Option<Closure>) {
+        let Some(closure) = closure else { return };
+        let now = Instant::now();
+        let mut index = lock(&self.index);
+        if index
+            .rooms
+            .get(&room.id)
+            .is_some_and(|r| Arc::ptr_eq(r, room))
+        {
+            index.rooms.remove(&room.id);
+        }
+        if closure == Closure::Tombstoned {
+            index
+                .tombstones
+                .insert(room.id.clone(), now + TOMBSTONE_TTL);
+            drop(index);
+            self.push_deadline(now + TOMBSTONE_TTL, Deadline::Tombstone(room.id.clone()));
+        }
+    }
+
+    // ---- deadlines ------------------------------------------------------------------
+
+    fn next_check(&self, st: &RoomInner) -> Option<Instant> {
+        if st.closed.is_some() {
+            return None;
+        }
+        let cfg = &self.config;
+        let mut next = st.last_activity + cfg.room_idle_timeout;
+        let mut consider = |at: Instant| next = next.min(at);
+        if let Some(expires_at) = st.expires_at {
+            consider(expires_at);
+            if !st.expiry_warned {
+                consider(expires_at.checked_sub(EXPIRY_WARNING).unwrap_or(expires_at));
+            }
+        }
+        for at in st.peers.iter().filter_map(|m| m.disconnected_at) {
+            consider(at + cfg.reconnect_grace);
+        }
+        if let Some(since) = st.empty_since {
+            consider(since + cfg.room_empty_grace);
+        }
+        Some(next)
+    }
+
+    fn schedule(&self, room: &Arc<Room>, st: &mut RoomInner, at: Option<Instant>) {
+        let Some(at) = at else { return };
+        if st.scheduled.is_some_and(|s| s <= at) {
+            return;
+        }
+        st.scheduled = Some(at);
+        self.push_deadline(at, Deadline::Room(room.clone()));
+    }
+
+    fn push_deadline(&self, at: Instant, what: Deadline) {
+        let mut dl = lock(&self.deadlines);
+        dl.seq += 1;
+        let seq = dl.seq;
+        let earliest = dl.queue.keys().next().is_none_or(|(first, _)| at < *first);
+        dl.queue.insert((at, seq), what);
+        drop(dl);
+        if earliest {
+            self.sweeper_wake.notify_one();
+        }
+    }
+
+    /// Runs the sweeper until the task is dropped: sleeps until the earliest deadline (at
+    /// most the sweep interval), then processes everything due.
+    pub async fn run_sweeper(self: Arc<Self>) {
+        loop {
+            let next = lock(&self.deadlines).queue.keys().next().map(|(at, _)| *at);
+            let cap = Instant::now() + self.config.room_sweep_interval;
+            let until = next.map_or(cap, |n| n.min(cap));
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = self.sweeper_wake.notified() => continue,
+            }
+            self.sweep(Instant::now());
+        }
+    }
+
+    /// Processes every deadline due at `now`: TTL warnings and expiry, reconnect graces,
+    /// empty and idle rooms, tombstones. Returns what it removed.
+    pub fn sweep(&self, now: Instant) -> Removed {
+        let mut removed = Removed::default();
+        loop {
+            let due = {
+                let mut dl = lock(&self.deadlines);
+                match dl.queue.first_key_value() {
+                    Some((&(at, _), _)) if at <= now => dl.queue.pop_first(),
+                    _ => None,
+                }
+            };
+            let Some(((fired_at, _), what)) = due else {
+                break;
+            };
+            match what {
+                Deadline::Tombstone(id) => {
+                    let mut index = lock(&self.index);
+                    if index.tombstones.get(&id).is_some_and(|until| *until <= now) {
+                        index.tombstones.remove(&id);
+                    }
+                }
+                Deadline::Room(room) => {
+                    let r = self.check_room(&room, fired_at, now);
+                    removed.rooms += r.rooms;
+                    removed.peers += r.peers;
+                }
+            }
+        }
+        self.stats.sweeps.fetch_add(1, Relaxed);
+        if removed != Removed::default() {
+            tracing::debug!(
+                rooms = removed.rooms,
+                peers = removed.peers,
+                "sweep removed"
+            );
+        }
+        removed
+    }
+
+    fn check_room(&self, room: &Arc<Room>, fired_at: Instant, now: Instant) -> Removed {
+        let mut removed = Removed::default();
+        let closure = {
+            let mut st = lock(&room.inner);
+            if st.scheduled.is_some_and(|s| s <= fired_at) {
+                st.scheduled = None;
+            }
+            let closure = self.check_locked(room, &mut st, now, &mut removed);
+            if closure.is_none() {
+                let next = self.next_check(&st);
+                self.schedule(room, &mut st, next);
+            }
+            closure
+        };
+        if closure.is_some() {
+            removed.rooms += 1;
+        }
+        self.forget(room, closure);
+        removed
+    }
+
+    fn check_locked(
+        &self,
+        room: &Room,
+        st: &mut RoomInner,
+        now: Instant,
+        removed: &mut Removed,
+    ) -> Option<Closure> {
+        if st.closed.is_some() {
+            return None;
+        }
+        let cfg = &self.config;
+        if let Some(expires_at) = st.expires_at {
+            if expires_at <= now {
+                removed.peers += st.peers.len();
+                return Some(self.close_locked(room, st, CloseReason::Expired));
+            }
+            if !st.expiry_warned && expires_at.saturating_duration_since(now) <= EXPIRY_WARNING {
+                st.expiry_warned = true;
+                st.send_all(&self.expiring_frame(&room.id, expires_at, now), None);
+            }
+        }
+        while let Some(i) = st.peers.iter().position(|m| {
+            m.disconnected_at
+                .is_some_and(|at| at + cfg.reconnect_grace <= now)
+        }) {
+            removed.peers += 1;
+            if let Some(closure) = self.remove_member(room, st, i, LeaveReason::Disconnected, now) {
+                return Some(closure);
+            }
+        }
+        if st.peers.is_empty() {
+            let empty_expired = st
+                .empty_since
+                .is_some_and(|since| since + cfg.room_empty_grace <= now);
+            if empty_expired || st.last_activity + cfg.room_idle_timeout <= now {
+                st.closed = Some(Closure::Deleted);
+                return Some(Closure::Deleted);
+            }
+        } else if st.last_activity + cfg.room_idle_timeout <= now {
+            removed.peers += st.peers.len();
+            return Some(self.close_locked(room, st, CloseReason::Idle));
+        }
+        None
+    }
+}

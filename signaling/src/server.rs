@@ -1,0 +1,347 @@
+//! The signaling port: TCP accept loop, the checked WebSocket upgrade (path, connection
+//! limits, `Origin`, `?token=`), the heartbeat task and draining.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::conn::KillReason;
+use crate::protocol::{Heartbeat, Reason, ServerMessage, Shutdown};
+use crate::registry::Registry;
+use crate::stats::Stats;
+use crate::time::now_ms;
+use switchboard_auth::{Claims, TokenKeys};
+
+/// Read buffer per connection. tungstenite's default (128 KiB, allocated eagerly) would
+/// dominate the memory of an idle peer; signaling frames are small, and larger ones are
+/// simply read in several chunks.
+pub const READ_BUFFER_BYTES: usize = 2 * 1024;
+/// Bytes tungstenite collects before writing to the socket; the writer flushes after every
+/// batch anyway, so this only bounds how much one batch holds before hitting the socket.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// State shared by the accept loop and every connection.
+pub(crate) struct Shared {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) keys: TokenKeys,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    draining: AtomicBool,
+    ws_config: WebSocketConfig,
+}
+
+/// The WebSocket signaling server.
+#[derive(Clone)]
+pub struct SignalingServer {
+    shared: Arc<Shared>,
+}
+
+/// Holds one slot of the connection limits for as long as a connection lives.
+struct Slot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.stats.connections.fetch_sub(1, Relaxed);
+        let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn refusal(status: StatusCode, code: &str, message: &str) -> ErrorResponse {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let mut resp = ErrorResponse::new(Some(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("static header value"),
+    );
+    resp
+}
+
+/// The value of `name` in a query string, percent-decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl SignalingServer {
+    /// A server over `registry`, verifying tokens with `keys`.
+    pub fn new(registry: Arc<Registry>, keys: TokenKeys) -> Self {
+        let cfg = registry.config();
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(WRITE_BUFFER_BYTES)
+            .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * cfg.max_message_bytes + 1024)
+            .max_message_size(Some(cfg.max_message_bytes))
+            .max_frame_size(Some(cfg.max_message_bytes));
+        let stats = registry.stats().clone();
+        Self {
+            shared: Arc::new(Shared {
+                registry,
+                stats,
+                keys,
+                per_ip: Mutex::new(HashMap::new()),
+                draining: AtomicBool::new(false),
+                ws_config,
+            }),
+        }
+    }
+
+    /// Accepts connections until the returned future is dropped.
+    pub async fn serve(self, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(handle(self.shared.clone(), stream, peer));
+                }
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning; existing peers go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Sends heartbeats and pings every interval and force-leaves silent peers, until the
+    /// returned future is dropped.
+    pub async fn run_heartbeats(self) {
+        let cfg = self.shared.registry.config();
+        let (interval, timeout) = (cfg.heartbeat_interval, cfg.peer_timeout.as_millis() as u64);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = now_ms();
+            let beat: Utf8Bytes = ServerMessage::Heartbeat {
+                data: Heartbeat { ts: now },
+            }
+            .encode()
+            .into();
+            let force_leave: Utf8Bytes = ServerMessage::ForceLeave {
+                data: Reason {
+                    reason: "heartbeat_timeout",
+                },
+            }
+            .encode()
+            .into();
+            for conn in self.shared.registry.conns() {
+                if now.saturating_sub(conn.last_seen_ms()) > timeout {
+                    conn.send(&force_leave);
+                    conn.terminate(KillReason::HeartbeatTimeout);
+                    self.shared.stats.heartbeat_timeouts.fetch_add(1, Relaxed);
+                } else if conn.send(&beat) {
+                    conn.ping();
+                }
+            }
+        }
+    }
+
+    /// Disconnects peers that have been silent for longer than `silence`, as for a
+    /// heartbeat timeout. Returns how many.
+    pub fn disconnect_silent(&self, silence: Duration) -> usize {
+        let now = now_ms();
+        let limit = silence.as_millis() as u64;
+        let force_leave: Utf8Bytes = ServerMessage::ForceLeave {
+            data: Reason {
+                reason: "heartbeat_timeout",
+            },
+        }
+        .encode()
+        .into();
+        let mut n = 0;
+        for conn in self.shared.registry.conns() {
+            if now.saturating_sub(conn.last_seen_ms()) > limit {
+                conn.send(&force_leave);
+                conn.terminate(KillReason::HeartbeatTimeout);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Refuses new upgrades and tells every peer to reconnect later, closing with 1001.
+    pub fn drain(&self, reconnect_after: Duration) {
+        self.shared.draining.store(true, Relaxed);
+        let frame: Utf8Bytes = ServerMessage::ServerShutdown {
+            data: Shutdown {
+                reconnect_after_ms: reconnect_after.as_millis() as u64,
+            },
+        }
+        .encode()
+        .into();
+        for conn in self.shared.registry.conns() {
+            conn.send(&frame);
+            conn.terminate(KillReason::Shutdown);
+        }
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> u64 {
+        self.shared.stats.connections.load(Relaxed)
+    }
+}
+
+fn acquire(
+    shared: &Arc<Shared>,
+    ip: IpAddr,
+) -> Result<Slot, (StatusCode, &'static str, &'static str)> {
+    let cfg = shared.registry.config();
+    if shared.draining.load(Relaxed) {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DRAINING",
+            "server is shutting down",
+        ));
+    }
+    if shared.stats.connections.fetch_add(1, Relaxed) >= cfg.max_connections as u64 {
+        shared.stats.connections.fetch_sub(1, Relaxed);
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TOO_MANY_CONNECTIONS",
+            "server is at its connection limit",
+        ));
+    }
+    let mut per_ip = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+    let n = per_ip.entry(ip).or_insert(0);
+    if cfg.max_connections_per_ip.is_some_and(|max| *n >= max) {
+        drop(per_ip);
+        shared.stats.connections.fetch_sub(1, Relaxed);
+        return Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_CONNECTIONS",
+            "too many connections from this address",
+        ));
+    }
+    *n += 1;
+    Ok(Slot {
+        shared: shared.clone(),
+        ip,
+    })
+}
+
+async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let slot = acquire(&shared, peer.ip());
+    let refused = slot.as_ref().err().copied();
+    let mut claims: Option<Claims> = None;
+    let mut path_ok = false;
+    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() != "/ws" {
+            return Err(refusal(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "the signaling endpoint is /ws",
+            ));
+        }
+        path_ok = true;
+        if let Some((status, code, message)) = refused {
+            return Err(refusal(status, code, message));
+        }
+        if let (Some(allowed), Some(origin)) = (
+            &shared.registry.config().allowed_origins,
+            req.headers().get("origin"),
+        ) {
+            let origin = origin.to_str().unwrap_or("");
+            if !allowed.iter().any(|a| a == origin) {
+                return Err(refusal(
+                    StatusCode::FORBIDDEN,
+                    "FORBIDDEN",
+                    "origin not allowed",
+                ));
+            }
+        }
+        if let Some(token) = req.uri().query().and_then(|q| query_param(q, "token")) {
+            match shared.keys.verify(&token) {
+                Ok(c) => claims = Some(c),
+                Err(e) => {
+                    let code = crate::error::ErrorCode::from(e);
+                    return Err(refusal(
+                        StatusCode::UNAUTHORIZED,
+                        code.as_str(),
+                        &code.to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(resp)
+    };
+    let timeout = shared.registry.config().auth_timeout;
+    let accept =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(shared.ws_config));
+    let ws = match tokio::time::timeout(timeout, accept).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, %peer, path_ok, "upgrade refused or failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "upgrade timed out");
+            return;
+        }
+    };
+    let Ok(slot) = slot else { return };
+    shared.stats.connections_total.fetch_add(1, Relaxed);
+    let conn = shared.registry.open_conn();
+    tracing::debug!(%peer, conn = conn.id, "websocket open");
+    crate::connection::run(shared.clone(), ws, conn, claims).await;
+    drop(slot);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_token_is_found_and_decoded() {
+        assert_eq!(
+            query_param("a=1&token=x.y.z", "token").as_deref(),
+            Some("x.y.z")
+        );
+        assert_eq!(query_param("token=a%2Eb", "token").as_deref(), Some("a.b"));
+        assert_eq!(query_param("tokens=1", "token"), None);
+        assert_eq!(query_param("token=%", "token").as_deref(), Some("%"));
+        assert_eq!(query_param("token=%4", "token").as_deref(), Some("%4"));
+    }
+}

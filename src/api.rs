@@ -1,0 +1,613 @@
+//! The HTTP API (SPEC section 3): token issuing and validation, room management and the
+//! informational endpoints. Every error leaves here as `{"error": {"code", "message"}}`.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use switchboard_auth::{hash_password, secret_eq, verify_password, Claims, IceServer};
+use switchboard_signaling::ids::{display_name, is_valid_id};
+use switchboard_signaling::protocol::{CreateOptions, RoomMeta};
+use switchboard_signaling::registry::RoomOptions;
+use switchboard_signaling::ErrorCode;
+
+use crate::app::App;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// An HTTP error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", message)
+    }
+
+    fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+
+    fn into_response(self) -> Response {
+        json_response(
+            self.status,
+            &json!({"error": {"code": self.code, "message": self.message}}),
+        )
+    }
+}
+
+impl From<ErrorCode> for ApiError {
+    fn from(code: ErrorCode) -> Self {
+        let status = match code {
+            ErrorCode::RoomFull | ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::RoomNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::RoomExists => StatusCode::CONFLICT,
+            ErrorCode::RoomClosed => StatusCode::GONE,
+            ErrorCode::TooManyRooms => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InvalidPassword => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, code.as_str(), code.to_string())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(bytes.into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn ok<T: Serialize>(body: &T) -> ApiResult {
+    Ok(json_response(StatusCode::OK, body))
+}
+
+fn finish(result: ApiResult) -> Response {
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))
+}
+
+fn bearer(authorization: &Option<String>) -> Option<&str> {
+    authorization
+        .as_deref()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "{field} must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
+        )))
+    }
+}
+
+fn check_name(field: &str, name: Option<&str>) -> Result<Option<String>, ApiError> {
+    name.map(|n| {
+        display_name(n)
+            .ok_or_else(|| ApiError::invalid(format!("{field} must be 1-100 printable characters")))
+    })
+    .transpose()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl App {
+    fn require_issuer(&self, authorization: &Option<String>) -> Result<(), ApiError> {
+        let Some(key) = &self.config.issuer_api_key else {
+            return Ok(());
+        };
+        match bearer(authorization) {
+            Some(given) if secret_eq(given.as_bytes(), key.expose().as_bytes()) => Ok(()),
+            _ => Err(ApiError::unauthorized("a valid issuer API key is required")),
+        }
+    }
+
+    fn is_admin(&self, authorization: &Option<String>) -> bool {
+        match (&self.config.admin_api_key, bearer(authorization)) {
+            (Some(key), Some(given)) => secret_eq(given.as_bytes(), key.expose().as_bytes()),
+            _ => false,
+        }
+    }
+
+    /// Admin-only calls: 403 while no admin key is configured, 401 without the right key.
+    pub fn require_admin(&self, authorization: &Option<String>) -> Result<(), ApiError> {
+        if self.config.admin_api_key.is_none() {
+            return Err(ApiError::forbidden(
+                "admin calls are disabled (ADMIN_API_KEY is not set)",
+            ));
+        }
+        if self.is_admin(authorization) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized("a valid admin API key is required"))
+        }
+    }
+
+    fn room_token_claims(&self, authorization: &Option<String>) -> Option<Claims> {
+        bearer(authorization).and_then(|t| self.keys.verify(t).ok())
+    }
+
+    fn signaling_url(&self, host_header: Option<&str>) -> String {
+        if let Some(url) = &self.config.public_signaling_url {
+            return url.clone();
+        }
+        let host = host_header
+            .map(|h| match h.rsplit_once(':') {
+                // Keep IPv6 literals like [::1] intact; drop a trailing :port.
+                Some((name, port))
+                    if !name.is_empty() && port.chars().all(|c| c.is_ascii_digit()) =>
+                {
+                    name
+                }
+                _ => h,
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or("localhost");
+        format!("ws://{host}:{}/ws", self.signaling_port)
+    }
+
+    async fn password_matches(&self, password: &str, hash: Arc<str>) -> bool {
+        // Argon2 is deliberately slow: run it off the async workers, a few at a time, so
+        // password guessing cannot starve everybody else.
+        let Ok(_permit) = self.password_slots.acquire().await else {
+            return false;
+        };
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn hash(&self, password: String) -> Result<Arc<str>, ApiError> {
+        let Ok(_permit) = self.password_slots.acquire().await else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "shutting down",
+            ));
+        };
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(Arc::from)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "password hashing failed",
+                )
+            })
+    }
+
+    fn issue(&self, user_id: &str, room_id: &str, name: Option<&str>) -> TokenOut {
+        let now = switchboard_signaling::now_ms() / 1000;
+        let issued = self
+            .keys
+            .issue(user_id, room_id, name, now, self.config.token_ttl.as_secs());
+        self.tokens_issued.fetch_add(1, Relaxed);
+        let ice = &self.config.signaling.ice;
+        TokenOut {
+            expires_at: issued.claims.exp * 1000,
+            expires_in: issued.claims.exp - issued.claims.iat,
+            ice_servers: (!ice.is_empty()).then(|| ice.servers_for(user_id, issued.claims.exp)),
+            token: issued.token,
+        }
+    }
+}
+
+struct TokenOut {
+    token: String,
+    expires_at: u64,
+    expires_in: u64,
+    ice_servers: Option<Vec<IceServer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenRequest {
+    user_id: Option<String>,
+    room_id: Option<String>,
+    user_name: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenResponse {
+    token: String,
+    expires_at: u64,
+    expires_in: u64,
+    user_id: String,
+    room_id: String,
+    signaling_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ice_servers: Option<Vec<IceServer>>,
+}
+
+async fn issue_token(
+    app: Arc<App>,
+    auth: Option<String>,
+    host: Option<String>,
+    body: Bytes,
+) -> Response {
+    finish(issue_token_inner(&app, &auth, host.as_deref(), &body).await)
+}
+
+async fn issue_token_inner(
+    app: &App,
+    auth: &Option<String>,
+    host: Option<&str>,
+    body: &Bytes,
+) -> ApiResult {
+    app.require_issuer(auth)?;
+    let req: TokenRequest = parse_body(body)?;
+    let room_id = req
+        .room_id
+        .ok_or_else(|| ApiError::invalid("roomId is required"))?;
+    check_id("roomId", &room_id)?;
+    let user_id = req.user_id.unwrap_or_else(new_id);
+    check_id("userId", &user_id)?;
+    let user_name = check_name("userName", req.user_name.as_deref())?;
+
+    let admission = app.registry.admission(&room_id, &user_id)?;
+    if let Some(hash) = admission.password_hash {
+        let given = req.password.as_deref().unwrap_or("");
+        if given.is_empty() || !app.password_matches(given, hash).await {
+            return Err(ErrorCode::InvalidPassword.into());
+        }
+    }
+    let out = app.issue(&user_id, &room_id, user_name.as_deref());
+    ok(&TokenResponse {
+        token: out.token,
+        expires_at: out.expires_at,
+        expires_in: out.expires_in,
+        signaling_url: app.signaling_url(host),
+        ice_servers: out.ice_servers,
+        user_id,
+        room_id,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ValidateRequest {
+    token: Option<String>,
+    user_id: Option<String>,
+    room_id: Option<String>,
+}
+
+async fn validate_token(app: Arc<App>, body: Bytes) -> Response {
+    finish((|| {
+        let req: ValidateRequest = parse_body(&body)?;
+        let token = req
+            .token
+            .ok_or_else(|| ApiError::invalid("token is required"))?;
+        let claims = match app.keys.verify(&token) {
+            Ok(c) => c,
+            Err(e) => return ok(&json!({"valid": false, "error": ErrorCode::from(e).as_str()})),
+        };
+        if req.user_id.is_some_and(|u| u != claims.sub) {
+            return ok(&json!({"valid": false, "error": "USER_MISMATCH"}));
+        }
+        if req.room_id.is_some_and(|r| r != claims.room) {
+            return ok(&json!({"valid": false, "error": "ROOM_MISMATCH"}));
+        }
+        ok(
+            &json!({"valid": true, "userId": claims.sub, "roomId": claims.room, "expiresAt": claims.exp * 1000}),
+        )
+    })())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateRoomRequest {
+    room_id: Option<String>,
+    host_id: Option<String>,
+    host_name: Option<String>,
+    password: Option<String>,
+    #[serde(flatten)]
+    options: CreateOptions,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreatedRoom {
+    #[serde(flatten)]
+    room: RoomMeta,
+    host_token: String,
+    host_token_expires_at: u64,
+}
+
+async fn create_room(app: Arc<App>, auth: Option<String>, body: Bytes) -> Response {
+    finish(create_room_inner(&app, &auth, &body).await)
+}
+
+async fn create_room_inner(app: &App, auth: &Option<String>, body: &Bytes) -> ApiResult {
+    app.require_issuer(auth)?;
+    let req: CreateRoomRequest = parse_body(body)?;
+    let room_id = req.room_id.unwrap_or_else(new_id);
+    check_id("roomId", &room_id)?;
+    let host_id = req.host_id.unwrap_or_else(new_id);
+    check_id("hostId", &host_id)?;
+    let host_name = check_name("hostName", req.host_name.as_deref())?;
+    let room_name = check_name("roomName", req.options.room_name.as_deref())?
+        .unwrap_or_else(|| room_id.clone());
+    let max = app.config.signaling.max_peers_per_room;
+    let max_peers = match req.options.max_peers {
+        None => max,
+        Some(n) if (1..=max as u64).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(ApiError::invalid(format!(
+                "maxPeers must be between 1 and {max}"
+            )))
+        }
+    };
+    let ttl = match req.options.ttl_seconds {
+        Some(0) => {
+            return Err(ApiError::invalid(
+                "ttlSeconds must be a positive number of seconds",
+            ))
+        }
+        other => other.map(std::time::Duration::from_secs),
+    };
+    let password_hash = match req.password {
+        Some(p) if !p.is_empty() => Some(app.hash(p).await?),
+        Some(_) => return Err(ApiError::invalid("password must not be empty")),
+        None => None,
+    };
+    let options = RoomOptions {
+        name: room_name,
+        max_peers,
+        ttl,
+        destroy_on_host_leave: req.options.destroy_on_host_leave.unwrap_or(false),
+    };
+    let meta = app.registry.create_room(
+        room_id.as_str().into(),
+        options,
+        host_id.as_str().into(),
+        host_name.clone(),
+        password_hash,
+    )?;
+    let out = app.issue(&host_id, &room_id, host_name.as_deref());
+    Ok(json_response(
+        StatusCode::CREATED,
+        &CreatedRoom {
+            room: meta,
+            host_token: out.token,
+            host_token_expires_at: out.expires_at,
+        },
+    ))
+}
+
+/// Read access to a room: open rooms to anyone, password rooms to holders of a token for
+/// that room or of the admin key.
+fn may_read(app: &App, room: &RoomMeta, auth: &Option<String>) -> Result<(), ApiError> {
+    if !room.has_password || app.is_admin(auth) {
+        return Ok(());
+    }
+    match app.room_token_claims(auth) {
+        Some(c) if c.room == *room.room_id => Ok(()),
+        _ => Err(ApiError::unauthorized(
+            "this room requires a room token or the admin key",
+        )),
+    }
+}
+
+async fn get_room(id: String, app: Arc<App>, auth: Option<String>) -> Response {
+    finish((|| {
+        let room = app.registry.room_meta(&id, true)?;
+        may_read(&app, &room, &auth)?;
+        ok(&room)
+    })())
+}
+
+async fn get_peers(id: String, app: Arc<App>, auth: Option<String>) -> Response {
+    finish((|| {
+        let room = app.registry.room_meta(&id, true)?;
+        may_read(&app, &room, &auth)?;
+        ok(&room.peers.unwrap_or_default())
+    })())
+}
+
+async fn delete_room(id: String, app: Arc<App>, auth: Option<String>) -> Response {
+    finish((|| {
+        let admin = app.is_admin(&auth);
+        let claims = if admin {
+            None
+        } else {
+            Some(app.room_token_claims(&auth).ok_or_else(|| {
+                ApiError::unauthorized("the host's room token or the admin key is required")
+            })?)
+        };
+        let room = app.registry.room_meta(&id, false)?;
+        if let Some(c) = claims {
+            if c.room != *room.room_id || room.host_id.as_deref() != Some(c.sub.as_str()) {
+                return Err(ApiError::forbidden("only the room's host may delete it"));
+            }
+        }
+        app.registry
+            .close_room(&id, switchboard_signaling::protocol::CloseReason::Deleted)?;
+        ok(&json!({"success": true}))
+    })())
+}
+
+async fn list_rooms(app: Arc<App>, auth: Option<String>) -> Response {
+    finish((|| {
+        app.require_admin(&auth)?;
+        let rooms = app.registry.list_rooms();
+        ok(&json!({"total": rooms.len(), "rooms": rooms}))
+    })())
+}
+
+async fn info(app: Arc<App>) -> Response {
+    finish(ok(&json!({
+        "name": "switchboard",
+        "version": env!("CARGO_PKG_VERSION"),
+        "signalingPort": app.signaling_port,
+        "heartbeatIntervalMs": app.config.signaling.heartbeat_interval.as_millis() as u64,
+    })))
+}
+
+/// Maps warp's own rejections (unknown route, wrong method, body limits, CORS) to the
+/// error shape.
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let err = if rejection.is_not_found() {
+        ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "request body exceeds 64 KiB",
+        )
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "INVALID_INPUT",
+            "a Content-Length header is required",
+        )
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "method not allowed on this endpoint",
+        )
+    } else if rejection
+        .find::<warp::filters::cors::CorsForbidden>()
+        .is_some()
+    {
+        ApiError::forbidden("origin not allowed")
+    } else {
+        ApiError::invalid("bad request")
+    };
+    Ok(err.into_response())
+}
+
+/// Every HTTP route, with CORS, error mapping and request logging (paths only, never
+/// query strings, which could carry tokens).
+pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let with_app = {
+        let app = app.clone();
+        warp::any().map(move || app.clone())
+    };
+    let auth = warp::header::optional::<String>("authorization");
+    let host = warp::header::optional::<String>("host");
+    let body = warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes());
+
+    let token = warp::path!("api" / "auth" / "token")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(auth)
+        .and(host)
+        .and(body)
+        .then(issue_token);
+    let validate = warp::path!("api" / "auth" / "validate")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(body)
+        .then(validate_token);
+    let create = warp::path!("api" / "rooms")
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(auth)
+        .and(body)
+        .then(create_room);
+    let list = warp::path!("api" / "rooms")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(auth)
+        .then(list_rooms);
+    let room = warp::path!("api" / "rooms" / String)
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(auth)
+        .then(get_room);
+    let peers = warp::path!("api" / "rooms" / String / "peers")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(auth)
+        .then(get_peers);
+    let delete = warp::path!("api" / "rooms" / String)
+        .and(warp::delete())
+        .and(with_app.clone())
+        .and(auth)
+        .then(delete_room);
+    let info = warp::path!("info")
+        .and(warp::get())
+        .and(with_app.clone())
+        .then(info);
+
+    let cors = match &app.config.cors_origins {
+        None => warp::cors().allow_any_origin(),
+        Some(origins) => warp::cors().allow_origins(origins.iter().map(String::as_str)),
+    }
+    .allow_methods(["GET", "POST", "DELETE", "OPTIONS"])
+    .allow_headers(["content-type", "authorization"])
+    .max_age(600);
+
+    let api = token
+        .or(validate)
+        .unify()
+        .or(create)
+        .unify()
+        .or(list)
+        .unify()
+        .or(room)
+        .unify()
+        .or(peers)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(info)
+        .unify()
+        .or(crate::ops::routes(app))
+        .unify();
+
+    api.with(cors)
+        .map(Reply::into_response)
+        .recover(recover)
+        .unify()
+        .with(warp::log::custom(|info| {
+            tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(),
+                elapsed_ms = info.elapsed().as_secs_f64() * 1000.0, "http request");
+        }))
+}

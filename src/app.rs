@@ -1,0 +1,137 @@
+//! Wiring: builds the shared state from the configuration, binds both ports, starts the
+//! background tasks and runs until a shutdown signal has drained every connection.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use switchboard_auth::TokenKeys;
+use switchboard_signaling::{Registry, SignalingServer, Stats};
+
+use crate::config::Config;
+
+/// How long a drain waits for peers to go before exiting anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The reconnect hint sent with `server-shutdown`.
+const RECONNECT_AFTER: Duration = Duration::from_secs(2);
+
+/// State shared by the HTTP handlers.
+pub struct App {
+    /// The configuration.
+    pub config: Config,
+    /// Room token keys.
+    pub keys: TokenKeys,
+    /// Rooms and peers.
+    pub registry: Arc<Registry>,
+    /// Signaling counters.
+    pub stats: Arc<Stats>,
+    /// The signaling server (for draining and cleanup).
+    pub signaling: SignalingServer,
+    /// The port the signaling server actually listens on.
+    pub signaling_port: u16,
+    /// Process start.
+    pub started: Instant,
+    /// Tokens issued since start.
+    pub tokens_issued: AtomicU64,
+    /// Concurrent password hash computations allowed.
+    pub password_slots: Semaphore,
+    /// Set once a shutdown signal arrived.
+    pub draining: AtomicBool,
+}
+
+fn random_secret() -> Vec<u8> {
+    let mut secret = Vec::with_capacity(32);
+    secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    secret
+}
+
+/// Runs the server until SIGINT/SIGTERM, then drains.
+pub async fn run(config: Config) -> std::io::Result<()> {
+    let keys = match &config.jwt_secret {
+        Some(secret) => TokenKeys::new(secret.expose().as_bytes()),
+        None => {
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random key; tokens will not survive a restart \
+                 and cannot be shared between instances"
+            );
+            TokenKeys::new(&random_secret())
+        }
+    };
+
+    let http_listener = TcpListener::bind((config.host, config.port)).await?;
+    let signaling_listener = TcpListener::bind((config.host, config.signaling_port)).await?;
+    let http_addr = http_listener.local_addr()?;
+    let signaling_addr = signaling_listener.local_addr()?;
+
+    let stats = Arc::new(Stats::default());
+    let signaling_config = Arc::new(config.signaling.clone());
+    let registry = Registry::new(signaling_config, stats.clone());
+    let signaling = SignalingServer::new(registry.clone(), keys.clone());
+
+    let app = Arc::new(App {
+        keys,
+        registry: registry.clone(),
+        stats,
+        signaling: signaling.clone(),
+        signaling_port: signaling_addr.port(),
+        started: Instant::now(),
+        tokens_issued: AtomicU64::new(0),
+        password_slots: Semaphore::new(2),
+        draining: AtomicBool::new(false),
+        config,
+    });
+
+    let accept = tokio::spawn(signaling.clone().serve(signaling_listener));
+    let heartbeats = tokio::spawn(signaling.clone().run_heartbeats());
+    let sweeper = tokio::spawn(registry.clone().run_sweeper());
+
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(
+        warp::serve(crate::api::routes(app.clone()))
+            .incoming(http_listener)
+            .graceful(async {
+                let _ = http_stopped.await;
+            })
+            .run(),
+    );
+
+    tracing::info!(http_addr = %http_addr, signaling_addr = %signaling_addr, "listening");
+
+    shutdown_signal().await;
+    tracing::info!(
+        connections = signaling.connections(),
+        "shutdown signal received, draining"
+    );
+    app.draining.store(true, Relaxed);
+    signaling.drain(RECONNECT_AFTER);
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while signaling.connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    accept.abort();
+    heartbeats.abort();
+    sweeper.abort();
+    let _ = stop_http.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    tracing::info!(remaining = signaling.connections(), "drained, exiting");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
