@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test of the project: unit tests, black-box integration tests against the real
+# binary, and the end-to-end suites. Installs what the tests need when it is missing, and
+# fails (never skips) when it cannot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cargo >/dev/null || { echo "test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_apt[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+cargo test --workspace --all-targets
