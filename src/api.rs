@@ -41,7 +41,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", message)
     }
 
@@ -76,9 +76,9 @@ impl From<ErrorCode> for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub type ApiResult = Result<Response, ApiError>;
 
-fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut resp = Response::new(bytes.into());
     *resp.status_mut() = status;
@@ -93,11 +93,11 @@ fn ok<T: Serialize>(body: &T) -> ApiResult {
     Ok(json_response(StatusCode::OK, body))
 }
 
-fn finish(result: ApiResult) -> Response {
+pub fn finish(result: ApiResult) -> Response {
     result.unwrap_or_else(ApiError::into_response)
 }
 
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))
 }
 
@@ -580,7 +580,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         None => warp::cors().allow_any_origin(),
         Some(origins) => warp::cors().allow_origins(origins.iter().map(String::as_str)),
     }
-    .allow_methods(["GET", "POST", "DELETE", "OPTIONS"])
+    .allow_methods(["GET", "POST", "PUT", "DELETE", "OPTIONS"])
     .allow_headers(["content-type", "authorization"])
     .max_age(600);
 

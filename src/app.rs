@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use switchboard_auth::TokenKeys;
+use switchboard_monitoring::{Monitor, Thresholds};
 use switchboard_signaling::{Registry, SignalingServer, Stats};
 
 use crate::config::Config;
@@ -28,8 +29,6 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// Signaling counters.
     pub stats: Arc<Stats>,
-    /// The signaling server (for draining and cleanup).
-    pub signaling: SignalingServer,
     /// The port the signaling server actually listens on.
     pub signaling_port: u16,
     /// Process start.
@@ -40,6 +39,8 @@ pub struct App {
     pub password_slots: Semaphore,
     /// Set once a shutdown signal arrived.
     pub draining: AtomicBool,
+    /// Memory sampling, pressure level and cleanup.
+    pub monitor: Arc<Monitor>,
 }
 
 fn random_secret() -> Vec<u8> {
@@ -72,11 +73,19 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let registry = Registry::new(signaling_config, stats.clone());
     let signaling = SignalingServer::new(registry.clone(), keys.clone());
 
+    let janitor = Arc::new(crate::janitor::Rooms { registry: registry.clone(), signaling: signaling.clone() });
+    let monitor = Arc::new(Monitor::new(
+        janitor,
+        Thresholds { warning_mb: config.memory_warning_mb, critical_mb: config.memory_critical_mb },
+        config.memory_check_interval,
+        config.signaling.heartbeat_interval * 2,
+    ));
+
     let app = Arc::new(App {
+        monitor: monitor.clone(),
         keys,
         registry: registry.clone(),
         stats,
-        signaling: signaling.clone(),
         signaling_port: signaling_addr.port(),
         started: Instant::now(),
         tokens_issued: AtomicU64::new(0),
@@ -88,6 +97,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let accept = tokio::spawn(signaling.clone().serve(signaling_listener));
     let heartbeats = tokio::spawn(signaling.clone().run_heartbeats());
     let sweeper = tokio::spawn(registry.clone().run_sweeper());
+    let memory = tokio::spawn(monitor.run());
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(
@@ -115,6 +125,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     accept.abort();
     heartbeats.abort();
     sweeper.abort();
+    memory.abort();
     let _ = stop_http.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     tracing::info!(remaining = signaling.connections(), "drained, exiting");

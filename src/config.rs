@@ -52,8 +52,6 @@ pub struct Config {
     pub memory_warning_mb: u64,
     /// Resident memory that triggers aggressive cleanup.
     pub memory_critical_mb: u64,
-    /// Redis URL for cluster mode.
-    pub redis_url: Option<Secret>,
     /// Public `ws(s)://` URL of the signaling endpoint, when behind a proxy.
     pub public_signaling_url: Option<String>,
     /// Log output format.
@@ -281,8 +279,7 @@ impl Config {
             },
         };
 
-        let redis_url = env.secret("REDIS_URL");
-        if redis_url.is_some() {
+        if env.raw("REDIS_URL").is_some() {
             return Err(Env::err(
                 "REDIS_URL",
                 "cluster mode is not available in this version; unset it to run standalone",
@@ -301,7 +298,6 @@ impl Config {
             memory_check_interval: env.seconds("MEMORY_CHECK_INTERVAL_SECONDS", 30.0, false)?,
             memory_warning_mb,
             memory_critical_mb,
-            redis_url,
             public_signaling_url,
             log_format,
             signaling,

@@ -6,7 +6,12 @@
 mod api;
 mod app;
 mod config;
+mod janitor;
 mod ops;
+
+/// Counts allocator bytes in use for `/health`, `/metrics` and cleanup reports.
+#[global_allocator]
+static ALLOCATOR: switchboard_monitoring::memory::CountingAllocator = switchboard_monitoring::memory::CountingAllocator;
 
 use std::process::ExitCode;
 

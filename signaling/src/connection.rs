@@ -30,18 +30,18 @@ use switchboard_auth::Claims;
 /// Window over which refusals and garbage are counted.
 const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 /// Garbage errors within the window that close the connection.
-const GARBAGE_LIMIT: u32 = 20;
+pub(crate) const GARBAGE_LIMIT: u32 = 20;
 /// How long the writer gets to flush the final frames before the socket is dropped.
-const WRITER_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const WRITER_GRACE: Duration = Duration::from_secs(2);
 
 /// Counts events in a fixed window and says when a limit is exceeded.
-struct WindowCounter {
+pub(crate) struct WindowCounter {
     start: Instant,
     count: u32,
 }
 
 impl WindowCounter {
-    fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant) -> Self {
         Self {
             start: now,
             count: 0,
@@ -49,7 +49,7 @@ impl WindowCounter {
     }
 
     /// Counts one event; returns the count within the current window.
-    fn hit(&mut self, now: Instant) -> u32 {
+    pub(crate) fn hit(&mut self, now: Instant) -> u32 {
         if now.duration_since(self.start) > ABUSE_WINDOW {
             self.start = now;
             self.count = 0;
@@ -60,7 +60,7 @@ impl WindowCounter {
 }
 
 /// Token bucket: `rate` tokens per second, at most `burst` stored.
-struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f64,
     last: Instant,
     rate: f64,
@@ -68,7 +68,7 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(rate: u32, burst: u32, now: Instant) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32, now: Instant) -> Self {
         Self {
             tokens: burst as f64,
             last: now,
@@ -77,7 +77,7 @@ impl TokenBucket {
         }
     }
 
-    fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
@@ -176,6 +176,9 @@ pub(crate) async fn run(
     }
 
     // Tear down: leave the room the way the end deserves, then let the writer finish.
+    if conn.kill_reason() == Some(KillReason::SlowConsumer) {
+        shared.stats.slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     if let Phase::Joined(_, room) = &session.phase {
         match conn.kill_reason() {
             Some(KillReason::HeartbeatTimeout) => {
@@ -206,7 +209,8 @@ pub(crate) async fn run(
     }
 }
 
-async fn write_loop(
+/// Drains the connection's outbox into the socket until the close frame is sent.
+pub(crate) async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>,
     conn: Arc<Conn>,
 ) {
@@ -278,7 +282,12 @@ impl Session {
             Err(e) => return self.reject(e.code, &e.message, e.request_id.as_deref()),
         };
         let rid = req.request_id.as_deref();
-        match self.dispatch(req.message, rid) {
+        let is_relay = matches!(req.message, ClientMessage::Relay { .. });
+        let result = self.dispatch(req.message, rid);
+        if is_relay && matches!(result, Ok(Flow::Continue)) {
+            self.shared.stats.relay_latency.record(now.elapsed());
+        }
+        match result {
             Ok(flow) => flow,
             Err((code, msg)) => {
                 if matches!(

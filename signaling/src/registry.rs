@@ -494,6 +494,26 @@ impl Registry {
         Ok(())
     }
 
+    /// Closes every room without activity for `idle` with reason `memory-pressure`.
+    pub fn close_idle_rooms(&self, idle: Duration) -> Removed {
+        let now = Instant::now();
+        let rooms: Vec<Arc<Room>> = lock(&self.index).rooms.values().cloned().collect();
+        let mut removed = Removed::default();
+        for room in rooms {
+            let closure = {
+                let mut st = lock(&room.inner);
+                if st.closed.is_some() || now.saturating_duration_since(st.last_activity) < idle {
+                    continue;
+                }
+                removed.peers += st.peers.len();
+                self.close_locked(&room, &mut st, CloseReason::MemoryPressure)
+            };
+            removed.rooms += 1;
+            self.forget(&room, Some(closure));
+        }
+        removed
+    }
+
     fn meta(&self, room: &Room, st: &RoomInner, now: Instant, with_peers: bool) -> RoomMeta {
         let host_name = st
             .host_id

@@ -5,14 +5,18 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::error::ErrorCode;
 
 /// Message types that are relayed or broadcast, in the order of their counters.
-pub const RELAY_TYPES: [&str; 6] = [
+pub const RELAY_TYPES: [&str; 7] = [
     "sdp-offer",
     "sdp-answer",
     "ice-candidate",
     "presence",
     "cursor-update",
     "message",
+    YJS_PUBLISH,
 ];
+
+/// The relay type label of `/yjs` publishes (one count per subscriber that received one).
+pub const YJS_PUBLISH: &str = "yjs-publish";
 
 /// Reasons a client message is rejected, in the order of their counters: every wire error
 /// code in lower case, plus `message_too_big` for frames closed with 1009.
@@ -71,6 +75,40 @@ fn reject_index(code: ErrorCode) -> usize {
     }
 }
 
+/// Upper bounds (seconds) of the relay latency buckets; a last +Inf bucket follows.
+pub const LATENCY_BOUNDS: [f64; 14] =
+    [5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 1e-1];
+
+/// A fixed-bucket latency histogram of atomics: recording is three relaxed adds.
+#[derive(Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Records one observation.
+    pub fn record(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = LATENCY_BOUNDS.iter().position(|b| secs <= *b).unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(elapsed.as_nanos() as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// Per-bucket counts (upper bound, count; `f64::MAX` for +Inf), sum in seconds, count.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let buckets = LATENCY_BOUNDS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(self.buckets.iter().map(|b| b.load(Relaxed)))
+            .collect();
+        (buckets, self.sum_ns.load(Relaxed) as f64 / 1e9, self.count.load(Relaxed))
+    }
+}
+
 /// Counters shared by every connection.
 #[derive(Default)]
 pub struct Stats {
@@ -86,6 +124,8 @@ pub struct Stats {
     pub slow_consumers: AtomicU64,
     /// Sweeper passes.
     pub sweeps: AtomicU64,
+    /// Time from receiving a relay message to queueing it for the target.
+    pub relay_latency: LatencyHistogram,
     relayed: [AtomicU64; RELAY_TYPES.len()],
     relayed_bytes: [AtomicU64; RELAY_TYPES.len()],
     rejected: [AtomicU64; REJECT_REASONS.len()],

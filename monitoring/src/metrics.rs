@@ -1,0 +1,190 @@
+//! `/metrics`: the server's figures in the Prometheus/OpenMetrics text format, encoded by
+//! `prometheus-client` from a [`Snapshot`] taken at scrape time.
+//!
+//! The counters themselves live where they are counted (lock-free atomics in the signaling
+//! crate and here); a scrape copies them into a snapshot and encodes that, so counting never
+//! pays for the exposition format.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A histogram's state: per-bucket counts (upper bound, count; the last bound is
+/// `f64::MAX` for +Inf), their sum and total.
+#[derive(Debug, Clone, Default)]
+pub struct HistogramSnapshot {
+    /// Non-cumulative counts per bucket.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+/// Every figure `/metrics` shows, copied at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Open WebSocket connections.
+    pub connections: u64,
+    /// Authenticated connections.
+    pub authenticated: u64,
+    /// Room members (reconnecting ones included).
+    pub peers: u64,
+    /// Rooms.
+    pub rooms: u64,
+    /// (type, deliveries, bytes) per relayed/broadcast message type.
+    pub relayed: Vec<(&'static str, u64, u64)>,
+    /// (reason, count) per rejection reason.
+    pub rejected: Vec<(&'static str, u64)>,
+    /// Peers force-left for silence.
+    pub heartbeat_timeouts: u64,
+    /// Connections cut off for not reading.
+    pub slow_consumers: u64,
+    /// Sweeper passes.
+    pub sweeps: u64,
+    /// (level, count) of memory cleanups.
+    pub cleanups: Vec<(&'static str, u64)>,
+    /// Tokens issued.
+    pub tokens_issued: u64,
+    /// Resident memory.
+    pub memory_rss_bytes: u64,
+    /// Allocator bytes in use.
+    pub memory_heap_bytes: u64,
+    /// 0 normal, 1 warning, 2 critical.
+    pub memory_pressure_level: u64,
+    /// Time from receiving a relay message to handing it to the target's queue.
+    pub relay_latency: HistogramSnapshot,
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(Snapshot);
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, unit: Option<&Unit>, v: u64) -> std::fmt::Result {
+    let g = ConstGauge::new(v as i64);
+    g.encode(enc.encode_descriptor(name, help, unit, g.metric_type())?)
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn labelled_counter<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    label: &str,
+    values: impl Iterator<Item = (&'a str, u64)>,
+) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    for (value, n) in values {
+        let labels = [(label, value)];
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
+        gauge(&mut enc, "switchboard_connections", "Open WebSocket connections", None, s.connections)?;
+        gauge(&mut enc, "switchboard_authenticated_connections", "Authenticated connections", None, s.authenticated)?;
+        gauge(&mut enc, "switchboard_peers", "Room members, reconnecting ones included", None, s.peers)?;
+        gauge(&mut enc, "switchboard_rooms", "Rooms", None, s.rooms)?;
+        labelled_counter(
+            &mut enc,
+            "switchboard_messages_relayed",
+            "Messages handed to receivers, per type (one per receiver)",
+            None,
+            "type",
+            s.relayed.iter().map(|(t, n, _)| (*t, *n)),
+        )?;
+        labelled_counter(
+            &mut enc,
+            "switchboard_bytes_relayed",
+            "Bytes handed to receivers, per type",
+            None,
+            "type",
+            s.relayed.iter().map(|(t, _, b)| (*t, *b)),
+        )?;
+        labelled_counter(
+            &mut enc,
+            "switchboard_messages_rejected",
+            "Client messages refused, per reason",
+            None,
+            "reason",
+            s.rejected.iter().copied(),
+        )?;
+        counter(&mut enc, "switchboard_heartbeat_timeouts", "Peers disconnected for silence", s.heartbeat_timeouts)?;
+        counter(&mut enc, "switchboard_slow_consumers", "Connections cut off for not reading", s.slow_consumers)?;
+        counter(&mut enc, "switchboard_sweeps", "Room sweeps run", s.sweeps)?;
+        labelled_counter(
+            &mut enc,
+            "switchboard_cleanups",
+            "Memory cleanups run, per level",
+            None,
+            "level",
+            s.cleanups.iter().copied(),
+        )?;
+        counter(&mut enc, "switchboard_tokens_issued", "Room tokens issued", s.tokens_issued)?;
+        gauge(&mut enc, "switchboard_memory_rss", "Resident memory", Some(&Unit::Bytes), s.memory_rss_bytes)?;
+        gauge(&mut enc, "switchboard_memory_heap", "Allocator bytes in use", Some(&Unit::Bytes), s.memory_heap_bytes)?;
+        gauge(
+            &mut enc,
+            "switchboard_memory_pressure_level",
+            "Memory pressure: 0 normal, 1 warning, 2 critical",
+            None,
+            s.memory_pressure_level,
+        )?;
+        let h = &s.relay_latency;
+        let mut m = enc.encode_descriptor(
+            "switchboard_relay_latency",
+            "Time from receiving a relay message to handing it to the target's socket queue",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+        Ok(())
+    }
+}
+
+/// Encodes `snapshot` as OpenMetrics text.
+pub fn render(snapshot: Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(snapshot)));
+    let mut out = String::with_capacity(8 * 1024);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_names_labels_and_histogram() {
+        let text = render(Snapshot {
+            connections: 3,
+            relayed: vec![("sdp-offer", 2, 200), ("message", 0, 0)],
+            rejected: vec![("rate_limited", 1)],
+            cleanups: vec![("normal", 0), ("aggressive", 0)],
+            relay_latency: HistogramSnapshot { buckets: vec![(0.001, 2), (f64::MAX, 1)], sum: 0.5, count: 3 },
+            ..Snapshot::default()
+        });
+        assert!(text.contains("switchboard_connections 3\n"), "{text}");
+        assert!(text.contains("switchboard_messages_relayed_total{type=\"sdp-offer\"} 2\n"));
+        assert!(text.contains("switchboard_messages_relayed_total{type=\"message\"} 0\n"));
+        assert!(text.contains("switchboard_cleanups_total{level=\"aggressive\"} 0\n"));
+        assert!(text.contains("switchboard_relay_latency_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("switchboard_memory_rss_bytes 0\n"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
