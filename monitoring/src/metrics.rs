@@ -144,10 +144,12 @@ impl Collector for SnapshotCollector {
             s.memory_pressure_level,
         )?;
         let h = &s.relay_latency;
+        // Named with its unit suffix rather than a UNIT line: several OpenMetrics parsers
+        // refuse units on histograms.
         let mut m = enc.encode_descriptor(
-            "switchboard_relay_latency",
+            "switchboard_relay_latency_seconds",
             "Time from receiving a relay message to handing it to the target's socket queue",
-            Some(&Unit::Seconds),
+            None,
             MetricType::Histogram,
         )?;
         m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &h.buckets, None)?;

@@ -33,6 +33,10 @@ const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 pub(crate) const GARBAGE_LIMIT: u32 = 20;
 /// How long the writer gets to flush the final frames before the socket is dropped.
 pub(crate) const WRITER_GRACE: Duration = Duration::from_secs(2);
+/// How long a connection the server closed waits for the client's close reply. Dropping the
+/// socket with unread input makes the kernel send a reset, which can destroy the close
+/// frame (and its code) before the client reads it.
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(3);
 
 /// Counts events in a fixed window and says when a limit is exceeded.
 pub(crate) struct WindowCounter {
@@ -201,6 +205,11 @@ pub(crate) async fn run(
         },
         false,
     );
+    if conn.kill_reason().is_some() {
+        // We started the close: read (and discard) until the client answers it.
+        let linger = async { while let Some(Ok(_)) = stream.next().await {} };
+        let _ = tokio::time::timeout(CLOSE_LINGER, linger).await;
+    }
     if tokio::time::timeout(WRITER_GRACE, &mut writer)
         .await
         .is_err()

@@ -672,8 +672,14 @@ impl Registry {
             .into(),
         );
         if let Some(expires_at) = st.expires_at {
-            if st.expiry_warned || expires_at.saturating_duration_since(now) <= EXPIRY_WARNING {
-                conn.send(&self.expiring_frame(room_id, expires_at, now));
+            let frame = self.expiring_frame(room_id, expires_at, now);
+            if st.expiry_warned {
+                // The others were warned already; the newcomer is warned at join.
+                conn.send(&frame);
+            } else if expires_at.saturating_duration_since(now) <= EXPIRY_WARNING {
+                // The warning is due now: everyone gets it, the newcomer included, once.
+                st.expiry_warned = true;
+                st.send_all(&frame, None);
             }
         }
         let next = self.next_check(&st);
