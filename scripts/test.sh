@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cargo >/dev/null || { echo "test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
+# Cluster-mode tests start their own redis-server processes on free ports.
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}"
@@ -14,5 +16,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
+command -v redis-server >/dev/null || { echo "test.sh: redis-server could not be installed" >&2; exit 1; }
 
 cargo test --workspace --all-targets
