@@ -15,14 +15,20 @@ use warp::{Filter, Rejection, Reply};
 
 use switchboard_auth::{hash_password, secret_eq, verify_password, Claims, IceServer};
 use switchboard_signaling::ids::{display_name, is_valid_id};
-use switchboard_signaling::protocol::{CreateOptions, RoomMeta};
+use switchboard_signaling::protocol::{CreateOptions, RoomMeta, MAX_TTL_SECONDS};
 use switchboard_signaling::registry::RoomOptions;
+use switchboard_signaling::cluster::RedisCluster;
+use switchboard_signaling::protocol::CloseReason;
 use switchboard_signaling::ErrorCode;
 
 use crate::app::App;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// The OpenAPI 3.1 document of this API, served at `GET /openapi.json`. `tests/openapi.rs`
+/// and schemathesis (`scripts/test.sh`) keep it and the routes below in step.
+pub const OPENAPI_JSON: &str = include_str!("../docs/openapi.json");
 
 /// An HTTP error response.
 #[derive(Debug)]
@@ -219,11 +225,10 @@ impl App {
             })
     }
 
-    fn issue(&self, user_id: &str, room_id: &str, name: Option<&str>) -> TokenOut {
+    fn issue(&self, user_id: &str, room_id: &str, name: Option<&str>, password_checked: bool) -> TokenOut {
         let now = switchboard_signaling::now_ms() / 1000;
-        let issued = self
-            .keys
-            .issue(user_id, room_id, name, now, self.config.token_ttl.as_secs());
+        let ttl = self.config.token_ttl.as_secs();
+        let issued = self.keys.issue_with(user_id, room_id, name, now, ttl, password_checked);
         self.tokens_issued.fetch_add(1, Relaxed);
         let ice = &self.config.signaling.ice;
         TokenOut {
@@ -289,14 +294,14 @@ async fn issue_token_inner(
     check_id("userId", &user_id)?;
     let user_name = check_name("userName", req.user_name.as_deref())?;
 
-    let admission = app.registry.admission(&room_id, &user_id)?;
-    if let Some(hash) = admission.password_hash {
+    let password_room = app.admission(&room_id, &user_id).await?;
+    if let Some(hash) = &password_room {
         let given = req.password.as_deref().unwrap_or("");
-        if given.is_empty() || !app.password_matches(given, hash).await {
+        if given.is_empty() || !app.password_matches(given, hash.clone()).await {
             return Err(ErrorCode::InvalidPassword.into());
         }
     }
-    let out = app.issue(&user_id, &room_id, user_name.as_deref());
+    let out = app.issue(&user_id, &room_id, user_name.as_deref(), password_room.is_some());
     ok(&TokenResponse {
         token: out.token,
         expires_at: out.expires_at,
@@ -383,10 +388,10 @@ async fn create_room_inner(app: &App, auth: &Option<String>, body: &Bytes) -> Ap
         }
     };
     let ttl = match req.options.ttl_seconds {
-        Some(0) => {
-            return Err(ApiError::invalid(
-                "ttlSeconds must be a positive number of seconds",
-            ))
+        Some(n) if !(1..=MAX_TTL_SECONDS).contains(&n) => {
+            return Err(ApiError::invalid(format!(
+                "ttlSeconds must be between 1 and {MAX_TTL_SECONDS}"
+            )))
         }
         other => other.map(std::time::Duration::from_secs),
     };
@@ -401,14 +406,9 @@ async fn create_room_inner(app: &App, auth: &Option<String>, body: &Bytes) -> Ap
         ttl,
         destroy_on_host_leave: req.options.destroy_on_host_leave.unwrap_or(false),
     };
-    let meta = app.registry.create_room(
-        room_id.as_str().into(),
-        options,
-        host_id.as_str().into(),
-        host_name.clone(),
-        password_hash,
-    )?;
-    let out = app.issue(&host_id, &room_id, host_name.as_deref());
+    let has_password = password_hash.is_some();
+    let meta = app.create_room(&room_id, options, &host_id, host_name.clone(), password_hash).await?;
+    let out = app.issue(&host_id, &room_id, host_name.as_deref(), has_password);
     Ok(json_response(
         StatusCode::CREATED,
         &CreatedRoom {
@@ -434,49 +434,133 @@ fn may_read(app: &App, room: &RoomMeta, auth: &Option<String>) -> Result<(), Api
 }
 
 async fn get_room(id: String, app: Arc<App>, auth: Option<String>) -> Response {
-    finish((|| {
-        let room = app.registry.room_meta(&id, true)?;
-        may_read(&app, &room, &auth)?;
-        ok(&room)
-    })())
+    finish(
+        async {
+            let room = app.room_meta(&id, true).await?;
+            may_read(&app, &room, &auth)?;
+            ok(&room)
+        }
+        .await,
+    )
 }
 
 async fn get_peers(id: String, app: Arc<App>, auth: Option<String>) -> Response {
-    finish((|| {
-        let room = app.registry.room_meta(&id, true)?;
-        may_read(&app, &room, &auth)?;
-        ok(&room.peers.unwrap_or_default())
-    })())
+    finish(
+        async {
+            let room = app.room_meta(&id, true).await?;
+            may_read(&app, &room, &auth)?;
+            ok(&room.peers.unwrap_or_default())
+        }
+        .await,
+    )
 }
 
 async fn delete_room(id: String, app: Arc<App>, auth: Option<String>) -> Response {
-    finish((|| {
-        let admin = app.is_admin(&auth);
-        let claims = if admin {
-            None
-        } else {
-            Some(app.room_token_claims(&auth).ok_or_else(|| {
-                ApiError::unauthorized("the host's room token or the admin key is required")
-            })?)
-        };
-        let room = app.registry.room_meta(&id, false)?;
-        if let Some(c) = claims {
-            if c.room != *room.room_id || room.host_id.as_deref() != Some(c.sub.as_str()) {
-                return Err(ApiError::forbidden("only the room's host may delete it"));
+    finish(
+        async {
+            let admin = app.is_admin(&auth);
+            let claims = if admin {
+                None
+            } else {
+                Some(app.room_token_claims(&auth).ok_or_else(|| {
+                    ApiError::unauthorized("the host's room token or the admin key is required")
+                })?)
+            };
+            let room = app.room_meta(&id, false).await?;
+            if let Some(c) = claims {
+                if c.room != *room.room_id || room.host_id.as_deref() != Some(c.sub.as_str()) {
+                    return Err(ApiError::forbidden("only the room's host may delete it"));
+                }
             }
+            app.close_room(&id, CloseReason::Deleted).await?;
+            ok(&json!({"success": true}))
         }
-        app.registry
-            .close_room(&id, switchboard_signaling::protocol::CloseReason::Deleted)?;
-        ok(&json!({"success": true}))
-    })())
+        .await,
+    )
 }
 
 async fn list_rooms(app: Arc<App>, auth: Option<String>) -> Response {
-    finish((|| {
-        app.require_admin(&auth)?;
-        let rooms = app.registry.list_rooms();
-        ok(&json!({"total": rooms.len(), "rooms": rooms}))
-    })())
+    finish(
+        async {
+            app.require_admin(&auth)?;
+            let rooms = app.list_rooms().await?;
+            ok(&json!({"total": rooms.len(), "rooms": rooms}))
+        }
+        .await,
+    )
+}
+
+/// Room operations of the HTTP API: through Redis in cluster mode (while it answers), on
+/// the local registry otherwise.
+impl App {
+    fn live_cluster(&self) -> Option<&Arc<RedisCluster>> {
+        self.cluster.as_ref().filter(|c| c.is_healthy())
+    }
+
+    async fn admission(&self, room_id: &str, user_id: &str) -> Result<Option<Arc<str>>, ErrorCode> {
+        match self.live_cluster() {
+            Some(c) => c.admission(room_id, user_id).await,
+            None => self.registry.admission(room_id, user_id).map(|a| a.password_hash),
+        }
+    }
+
+    async fn room_meta(&self, room_id: &str, with_peers: bool) -> Result<RoomMeta, ErrorCode> {
+        match self.live_cluster() {
+            Some(c) => c.room(room_id).await.map(|r| {
+                let mut meta = r.meta;
+                if !with_peers {
+                    meta.peers = None;
+                }
+                meta
+            }),
+            None => self.registry.room_meta(room_id, with_peers),
+        }
+    }
+
+    async fn create_room(
+        &self,
+        room_id: &str,
+        options: RoomOptions,
+        host_id: &str,
+        host_name: Option<String>,
+        password_hash: Option<Arc<str>>,
+    ) -> Result<RoomMeta, ErrorCode> {
+        match self.live_cluster() {
+            Some(c) => {
+                let cfg = &self.config.signaling;
+                c.create_room(
+                    room_id,
+                    &options,
+                    host_id,
+                    host_name.as_deref(),
+                    password_hash.as_deref(),
+                    cfg.max_rooms,
+                    cfg.room_idle_timeout,
+                    self.registry.refusing_new_rooms(),
+                )
+                .await?;
+                Ok(c.room(room_id).await?.meta)
+            }
+            None => self.registry.create_room(room_id.into(), options, host_id.into(), host_name, password_hash),
+        }
+    }
+
+    async fn list_rooms(&self) -> Result<Vec<RoomMeta>, ErrorCode> {
+        match self.live_cluster() {
+            Some(c) => c.list_rooms().await,
+            None => Ok(self.registry.list_rooms()),
+        }
+    }
+
+    async fn close_room(&self, room_id: &str, reason: CloseReason) -> Result<(), ErrorCode> {
+        // A room with members here closes through the registry, which also tells the
+        // cluster; otherwise Redis closes it and tells the instances that hold it.
+        match (self.registry.close_room(room_id, reason), self.live_cluster()) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(c)) => c.close_room(room_id, reason).await,
+            (Err(e), None) => Err(e),
+        }
+    }
 }
 
 async fn info(app: Arc<App>) -> Response {
@@ -488,12 +572,59 @@ async fn info(app: Arc<App>) -> Response {
     })))
 }
 
+#[derive(Debug)]
+struct BodyTooLarge;
+impl warp::reject::Reject for BodyTooLarge {}
+
+#[derive(Debug)]
+struct BodyUnreadable;
+impl warp::reject::Reject for BodyUnreadable {}
+
+/// The request body, at most [`MAX_BODY_BYTES`] (413 beyond), whether it comes with a
+/// `Content-Length`, chunked, or not at all (empty).
+pub fn limited_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and_then(|len: Option<u64>| async move {
+            match len {
+                Some(n) if n > MAX_BODY_BYTES => Err(warp::reject::custom(BodyTooLarge)),
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+        .and(warp::body::stream())
+        .and_then(collect_body)
+}
+
+async fn collect_body<S, B>(stream: S) -> Result<Bytes, Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use bytes::BufMut;
+    use futures_util::StreamExt;
+    let mut stream = Box::pin(stream);
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|_| warp::reject::custom(BodyUnreadable))?;
+        if (body.len() + chunk.remaining()) as u64 > MAX_BODY_BYTES {
+            return Err(warp::reject::custom(BodyTooLarge));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            body.put_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(body.freeze())
+}
+
 /// Maps warp's own rejections (unknown route, wrong method, body limits, CORS) to the
 /// error shape.
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let err = if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+    } else if rejection.find::<BodyTooLarge>().is_some() || rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
@@ -505,6 +636,8 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
             "INVALID_INPUT",
             "a Content-Length header is required",
         )
+    } else if rejection.find::<BodyUnreadable>().is_some() {
+        ApiError::invalid("the request body could not be read")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -522,6 +655,42 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     Ok(err.into_response())
 }
 
+/// The methods `docs/openapi.json` lists for `path`, for the `Allow` header that RFC 9110
+/// requires on a 405. `None` for a path the document does not know.
+fn allowed_methods(path: &str) -> Option<HeaderValue> {
+    type Table = Vec<(Vec<String>, HeaderValue)>;
+    static TABLE: std::sync::LazyLock<Table> = std::sync::LazyLock::new(|| {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap_or_default();
+        let Some(paths) = doc["paths"].as_object() else {
+            return Vec::new();
+        };
+        paths
+            .iter()
+            .filter_map(|(template, item)| {
+                let methods: Vec<String> = item
+                    .as_object()?
+                    .keys()
+                    .filter(|k| *k != "parameters")
+                    .map(|k| k.to_uppercase())
+                    .collect();
+                let segments = template.split('/').map(str::to_owned).collect();
+                Some((segments, HeaderValue::from_str(&methods.join(", ")).ok()?))
+            })
+            .collect()
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    TABLE
+        .iter()
+        .find(|(template, _)| {
+            template.len() == segments.len()
+                && template
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+        })
+        .map(|(_, allow)| allow.clone())
+}
+
 /// Every HTTP route, with CORS, error mapping and request logging (paths only, never
 /// query strings, which could carry tokens).
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
@@ -531,25 +700,25 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
     };
     let auth = warp::header::optional::<String>("authorization");
     let host = warp::header::optional::<String>("host");
-    let body = warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes());
+    let body = limited_body();
 
     let token = warp::path!("api" / "auth" / "token")
         .and(warp::post())
         .and(with_app.clone())
         .and(auth)
         .and(host)
-        .and(body)
+        .and(body.clone())
         .then(issue_token);
     let validate = warp::path!("api" / "auth" / "validate")
         .and(warp::post())
         .and(with_app.clone())
-        .and(body)
+        .and(body.clone())
         .then(validate_token);
     let create = warp::path!("api" / "rooms")
         .and(warp::post())
         .and(with_app.clone())
         .and(auth)
-        .and(body)
+        .and(body.clone())
         .then(create_room);
     let list = warp::path!("api" / "rooms")
         .and(warp::get())
@@ -575,6 +744,14 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(warp::get())
         .and(with_app.clone())
         .then(info);
+    let openapi = warp::path!("openapi.json").and(warp::get()).map(|| {
+        let mut resp = Response::new(OPENAPI_JSON.into());
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    });
 
     let cors = match &app.config.cors_origins {
         None => warp::cors().allow_any_origin(),
@@ -599,13 +776,26 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .unify()
         .or(info)
         .unify()
+        .or(openapi)
+        .unify()
         .or(crate::ops::routes(app))
         .unify();
 
-    api.with(cors)
+    let answered = api
+        .with(cors)
         .map(Reply::into_response)
         .recover(recover)
-        .unify()
+        .unify();
+    warp::path::full()
+        .and(answered)
+        .map(|path: warp::path::FullPath, mut resp: Response| {
+            if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+                if let Some(allow) = allowed_methods(path.as_str()) {
+                    resp.headers_mut().insert(header::ALLOW, allow);
+                }
+            }
+            resp
+        })
         .with(warp::log::custom(|info| {
             tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(),
                 elapsed_ms = info.elapsed().as_secs_f64() * 1000.0, "http request");

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use switchboard_auth::TokenKeys;
 use switchboard_monitoring::{Monitor, Thresholds};
+use switchboard_signaling::cluster::{ClusterConfig, RedisCluster};
 use switchboard_signaling::{Registry, SignalingServer, Stats};
 
 use crate::config::Config;
@@ -41,6 +42,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// Memory sampling, pressure level and cleanup.
     pub monitor: Arc<Monitor>,
+    /// Redis cluster link, in cluster mode.
+    pub cluster: Option<Arc<RedisCluster>>,
 }
 
 fn random_secret() -> Vec<u8> {
@@ -72,6 +75,19 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let signaling_config = Arc::new(config.signaling.clone());
     let registry = Registry::new(signaling_config, stats.clone());
     let signaling = SignalingServer::new(registry.clone(), keys.clone());
+    let cluster = match &config.redis_url {
+        None => None,
+        Some(url) => {
+            let cluster = RedisCluster::new(ClusterConfig {
+                redis_url: url.expose().to_owned(),
+                instance_timeout: config.instance_timeout,
+            })
+            .map_err(|e| std::io::Error::other(format!("REDIS_URL: {e}")))?;
+            tracing::info!(instance = cluster.instance_id(), "cluster mode (Redis)");
+            Some(cluster)
+        }
+    };
+    let cluster_tasks = cluster.as_ref().map(|c| c.start(registry.clone())).unwrap_or_default();
 
     let janitor = Arc::new(crate::janitor::Rooms { registry: registry.clone(), signaling: signaling.clone() });
     let monitor = Arc::new(Monitor::new(
@@ -91,6 +107,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         tokens_issued: AtomicU64::new(0),
         password_slots: Semaphore::new(2),
         draining: AtomicBool::new(false),
+        cluster,
         config,
     });
 
@@ -126,6 +143,11 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     heartbeats.abort();
     sweeper.abort();
     memory.abort();
+    // Leave the cluster tasks running until here: departing peers are published first.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for task in cluster_tasks {
+        task.abort();
+    }
     let _ = stop_http.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     tracing::info!(remaining = signaling.connections(), "drained, exiting");

@@ -54,6 +54,10 @@ pub struct Config {
     pub memory_critical_mb: u64,
     /// Public `ws(s)://` URL of the signaling endpoint, when behind a proxy.
     pub public_signaling_url: Option<String>,
+    /// Redis URL: cluster mode when set.
+    pub redis_url: Option<Secret>,
+    /// Silence after which other instances remove an instance's peers (cluster mode).
+    pub instance_timeout: Duration,
     /// Log output format.
     pub log_format: LogFormat,
     /// Signaling limits and timings.
@@ -279,14 +283,17 @@ impl Config {
             },
         };
 
-        if env.raw("REDIS_URL").is_some() {
-            return Err(Env::err(
-                "REDIS_URL",
-                "cluster mode is not available in this version; unset it to run standalone",
-            ));
+        let redis_url = env.secret("REDIS_URL");
+        if redis_url.as_ref().is_some_and(|u| {
+            !u.expose().starts_with("redis://") && !u.expose().starts_with("rediss://") && !u.expose().starts_with("unix://")
+        }) {
+            return Err(Env::err("REDIS_URL", "must start with redis://, rediss:// or unix://"));
         }
+        let instance_timeout = env.seconds("INSTANCE_TIMEOUT_SECONDS", 6.0, false)?;
 
         Ok(Self {
+            redis_url,
+            instance_timeout,
             host,
             port,
             signaling_port,

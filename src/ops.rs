@@ -41,6 +41,8 @@ async fn health(app: Arc<App>) -> Response {
         ("draining", StatusCode::SERVICE_UNAVAILABLE)
     } else if level == Level::Critical {
         ("critical", StatusCode::SERVICE_UNAVAILABLE)
+    } else if app.cluster.as_ref().is_some_and(|c| !c.is_healthy()) {
+        ("degraded", StatusCode::SERVICE_UNAVAILABLE)
     } else if level == Level::Warning {
         ("warning", StatusCode::OK)
     } else {
@@ -53,9 +55,20 @@ async fn health(app: Arc<App>) -> Response {
             "timestamp": switchboard_signaling::now_ms(),
             "uptimeSeconds": app.started.elapsed().as_secs(),
             "memory": memory_json(&app),
-            "cluster": {"mode": "standalone"},
+            "cluster": cluster_json(&app),
         }),
     )
+}
+
+fn cluster_json(app: &App) -> serde_json::Value {
+    match &app.cluster {
+        None => json!({"mode": "standalone"}),
+        Some(c) => json!({
+            "mode": "redis",
+            "redis": if c.is_healthy() { "ok" } else { "down" },
+            "instance": c.instance_id(),
+        }),
+    }
 }
 
 #[derive(Deserialize)]
@@ -75,6 +88,11 @@ async fn stats(page: Page, app: Arc<App>) -> Response {
     let rejected: u64 = s.rejected().map(|(_, n)| n).sum();
     let mut memory = memory_json(&app);
     memory["lastCleanup"] = json!(app.monitor.last_report());
+    let mut cluster = cluster_json(&app);
+    if let Some(c) = app.cluster.as_ref().filter(|c| c.is_healthy()) {
+        // Cluster-wide; everything else in /stats is this instance's own.
+        cluster["activeRooms"] = json!(c.room_count().await);
+    }
     json_response(
         StatusCode::OK,
         &json!({
@@ -94,6 +112,7 @@ async fn stats(page: Page, app: Arc<App>) -> Response {
             },
             "rooms": rooms,
             "roomsTotal": total,
+            "cluster": cluster,
         }),
     )
 }
@@ -148,22 +167,27 @@ async fn cleanup(query: CleanupQuery, app: Arc<App>, auth: Option<String>) -> Re
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ThresholdsBody {
-    warning_mb: u64,
-    critical_mb: u64,
+    #[serde(default, deserialize_with = "switchboard_signaling::protocol::whole_number")]
+    warning_mb: Option<u64>,
+    #[serde(default, deserialize_with = "switchboard_signaling::protocol::whole_number")]
+    critical_mb: Option<u64>,
 }
 
 async fn set_thresholds(app: Arc<App>, auth: Option<String>, body: bytes::Bytes) -> Response {
     finish((|| {
         app.require_admin(&auth)?;
         let t: ThresholdsBody = crate::api::parse_body(&body)?;
-        if t.warning_mb == 0 || t.critical_mb < t.warning_mb {
+        let (Some(warning_mb), Some(critical_mb)) = (t.warning_mb, t.critical_mb) else {
+            return Err(ApiError::invalid("warningMb and criticalMb are required"));
+        };
+        if warning_mb == 0 || critical_mb < warning_mb {
             return Err(ApiError::invalid("need 0 < warningMb <= criticalMb"));
         }
-        app.monitor.set_thresholds(Thresholds { warning_mb: t.warning_mb, critical_mb: t.critical_mb });
+        app.monitor.set_thresholds(Thresholds { warning_mb, critical_mb });
         let level = app.monitor.check();
         Ok(json_response(
             StatusCode::OK,
-            &json!({"warningMb": t.warning_mb, "criticalMb": t.critical_mb, "pressure": pressure_str(level)}),
+            &json!({"warningMb": warning_mb, "criticalMb": critical_mb, "pressure": pressure_str(level)}),
         ))
     })())
 }
@@ -185,7 +209,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp:
         .and(warp::put())
         .and(with_app)
         .and(auth)
-        .and(warp::body::content_length_limit(crate::api::MAX_BODY_BYTES).and(warp::body::bytes()))
+        .and(crate::api::limited_body())
         .then(set_thresholds);
     health.or(stats).unify().or(metrics).unify().or(cleanup).unify().or(thresholds).unify()
 }

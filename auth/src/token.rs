@@ -21,6 +21,10 @@ pub struct Claims {
     pub exp: u64,
     /// Unique token id.
     pub jti: String,
+    /// Set when the token was issued after checking the room's password (or to the host
+    /// of a password room at creation). Password rooms admit only such tokens.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pwd: bool,
 }
 
 /// A freshly signed token together with the claims inside it.
@@ -77,13 +81,20 @@ impl TokenKeys {
     }
 
     /// Signs a token for `user_id` in `room_id`, valid from `now_secs` for `ttl_secs`.
-    pub fn issue(
+    pub fn issue(&self, user_id: &str, room_id: &str, name: Option<&str>, now_secs: u64, ttl_secs: u64) -> IssuedToken {
+        self.issue_with(user_id, room_id, name, now_secs, ttl_secs, false)
+    }
+
+    /// Like [`issue`](Self::issue); `password_checked` marks a token that may enter a
+    /// password room.
+    pub fn issue_with(
         &self,
         user_id: &str,
         room_id: &str,
         name: Option<&str>,
         now_secs: u64,
         ttl_secs: u64,
+        password_checked: bool,
     ) -> IssuedToken {
         let claims = Claims {
             sub: user_id.to_owned(),
@@ -92,6 +103,7 @@ impl TokenKeys {
             iat: now_secs,
             exp: now_secs.saturating_add(ttl_secs),
             jti: uuid::Uuid::new_v4().to_string(),
+            pwd: password_checked,
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             // HS256 signing over serializable claims cannot fail; a failure here is a bug.

@@ -1,7 +1,7 @@
 //! The handle other parts of the server hold to one WebSocket connection: its send queue,
 //! its liveness timestamp and the switch that ends it.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -72,6 +72,8 @@ pub struct Conn {
     kill: Notify,
     kill_reason: AtomicU8,
     last_seen_ms: AtomicU64,
+    /// False for `/yjs` connections, whose client knows none of the native events.
+    native: AtomicBool,
 }
 
 impl Conn {
@@ -83,12 +85,25 @@ impl Conn {
             kill: Notify::new(),
             kill_reason: AtomicU8::new(0),
             last_seen_ms: AtomicU64::new(now_ms),
+            native: AtomicBool::new(true),
         }
     }
 
     /// Queues a text frame. A full queue cuts the connection off and returns false.
     pub fn send(&self, frame: &Utf8Bytes) -> bool {
         self.push(Outbound::Text(frame.clone()))
+    }
+
+    /// Queues a native `/ws` event that concerns every connection (`heartbeat`,
+    /// `force-leave`, `server-shutdown`); on a connection speaking another protocol it
+    /// sends nothing and reports success.
+    pub fn send_native(&self, frame: &Utf8Bytes) -> bool {
+        !self.native.load(Relaxed) || self.send(frame)
+    }
+
+    /// Marks whether the connection speaks the native `/ws` protocol (the default).
+    pub fn set_native(&self, native: bool) {
+        self.native.store(native, Relaxed);
     }
 
     /// Queues a ping. A full queue cuts the connection off and returns false.

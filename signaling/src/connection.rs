@@ -157,7 +157,7 @@ pub(crate) async fn run(
                     Some(Ok(msg)) => {
                         conn.touch(now_ms());
                         match msg {
-                            Message::Text(text) => session.on_text(&text),
+                            Message::Text(text) => session.on_text(&text).await,
                             Message::Binary(_) => {
                                 session.reject(ErrorCode::InvalidMessage, "binary frames are not supported", None)
                             }
@@ -272,15 +272,12 @@ impl Session {
         Flow::Continue
     }
 
-    fn on_text(&mut self, text: &str) -> Flow {
+    async fn on_text(&mut self, text: &str) -> Flow {
         let now = Instant::now();
         if !self.bucket.allow(now) {
             self.shared.stats.count_rejected(ErrorCode::RateLimited);
-            self.send_error(
-                ErrorCode::RateLimited,
-                "rate limit exceeded, message dropped",
-                None,
-            );
+            let rid = protocol::request_id(text);
+            self.send_error(ErrorCode::RateLimited, "rate limit exceeded, message dropped", rid.as_deref());
             if self.refusals.hit(now) > self.shared.registry.config().rate_limit_burst {
                 return Flow::Close(KillReason::Policy);
             }
@@ -292,7 +289,7 @@ impl Session {
         };
         let rid = req.request_id.as_deref();
         let is_relay = matches!(req.message, ClientMessage::Relay { .. });
-        let result = self.dispatch(req.message, rid);
+        let result = self.dispatch(req.message, rid).await;
         if is_relay && matches!(result, Ok(Flow::Continue)) {
             self.shared.stats.relay_latency.record(now.elapsed());
         }
@@ -341,23 +338,23 @@ impl Session {
         self.phase = Phase::Authenticated(Box::new(Identity {
             user_id: claims.sub.into(),
             room_id: claims.room.into(),
-            issued_at: claims.iat,
+            password_ok: claims.pwd,
         }));
     }
 
-    fn dispatch(
+    async fn dispatch(
         &mut self,
         message: ClientMessage<'_>,
         rid: Option<&str>,
     ) -> Result<Flow, (ErrorCode, Option<&'static str>)> {
         let phase = std::mem::replace(&mut self.phase, Phase::Unauthenticated);
-        let (result, phase) = self.dispatch_in(phase, message, rid);
+        let (result, phase) = self.dispatch_in(phase, message, rid).await;
         self.phase = phase;
         result
     }
 
     #[allow(clippy::type_complexity)]
-    fn dispatch_in(
+    async fn dispatch_in(
         &mut self,
         phase: Phase,
         message: ClientMessage<'_>,
@@ -403,7 +400,7 @@ impl Session {
                 ClientMessage::JoinRoom { .. } | ClientMessage::CreateRoom(_),
             ) => (Err((ErrorCode::AlreadyInRoom, None)), phase),
             (Phase::Authenticated(who), ClientMessage::JoinRoom { user_name }) => {
-                self.join(who, user_name, None, rid)
+                self.join(who, user_name, None, rid).await
             }
             (Phase::Authenticated(who), ClientMessage::CreateRoom(opts)) => {
                 let max = registry.config().max_peers_per_room;
@@ -417,9 +414,15 @@ impl Session {
                         )
                     }
                 };
-                if opts.ttl_seconds == Some(0) {
+                if opts
+                    .ttl_seconds
+                    .is_some_and(|n| !(1..=protocol::MAX_TTL_SECONDS).contains(&n))
+                {
                     return (
-                        Err((ErrorCode::InvalidInput, Some("ttlSeconds must be positive"))),
+                        Err((
+                            ErrorCode::InvalidInput,
+                            Some("ttlSeconds must be between 1 and 31536000"),
+                        )),
                         Phase::Authenticated(who),
                     );
                 }
@@ -442,7 +445,7 @@ impl Session {
                     ttl: opts.ttl_seconds.map(Duration::from_secs),
                     destroy_on_host_leave: opts.destroy_on_host_leave.unwrap_or(false),
                 };
-                self.join(who, None, Some(options), rid)
+                self.join(who, None, Some(options), rid).await
             }
             (phase @ Phase::Authenticated(_), _) => (Err((ErrorCode::NotInRoom, None)), phase),
             (Phase::Joined(who, room), ClientMessage::LeaveRoom) => {
@@ -563,7 +566,7 @@ impl Session {
         }
     }
 
-    fn join(
+    async fn join(
         &mut self,
         who: Box<Identity>,
         user_name: Option<String>,
@@ -587,7 +590,24 @@ impl Session {
                 .and_then(ids::display_name)
                 .unwrap_or_else(|| who.user_id.to_string()),
         };
-        match self.shared.registry.join(&self.conn, &who, name, create) {
+        let grant = match self.shared.registry.cluster() {
+            None => None,
+            Some(cluster) => {
+                let req = crate::bus::JoinRequest {
+                    room_id: who.room_id.clone(),
+                    user_id: who.user_id.clone(),
+                    user_name: name.clone(),
+                    create: create.clone(),
+                    password_ok: who.password_ok,
+                    refuse_new_rooms: self.shared.registry.refusing_new_rooms(),
+                };
+                match cluster.clone().reserve_join(req).await {
+                    Ok(grant) => grant,
+                    Err(code) => return (Err((code, None)), Phase::Authenticated(who)),
+                }
+            }
+        };
+        match self.shared.registry.join(&self.conn, &who, name, create, grant) {
             Ok(room) => (Ok(Flow::Continue), Phase::Joined(who, room)),
             Err(code) => (Err((code, None)), Phase::Authenticated(who)),
         }

@@ -9,7 +9,10 @@
 //!   slowing anybody else.
 //! - [`server`] accepts TCP connections, performs the checked WebSocket upgrade and runs
 //!   one reader loop plus one writer task per connection.
+//! - `yjs` speaks the y-webrtc topic protocol on `/yjs` over the same connections.
 
+pub mod bus;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 mod connection;
@@ -21,6 +24,7 @@ pub mod registry;
 pub mod server;
 pub mod stats;
 mod time;
+mod yjs;
 
 pub use config::SignalingConfig;
 pub use error::ErrorCode;

@@ -76,6 +76,27 @@ pub enum Presence {
     Idle,
 }
 
+/// Longest room TTL accepted (one year): bounds `now + ttl`, which would overflow (and
+/// panic) for a client-chosen `u64::MAX`.
+pub const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
+
+/// Reads an optional whole number that JSON may spell `3` or `3.0` (JSON Schema calls both
+/// integers, so API clients generated from `docs/openapi.json` may send either).
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("expected a non-negative whole number")),
+    }
+}
+
 /// Options of `create-room` (also used by `POST /api/rooms`).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -84,10 +105,10 @@ pub struct CreateOptions {
     #[serde(default)]
     pub room_name: Option<String>,
     /// Member limit (1..=MAX_PEERS_PER_ROOM).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub max_peers: Option<u64>,
-    /// Absolute lifetime from the first join.
-    #[serde(default)]
+    /// Absolute lifetime from the first join (1..=[`MAX_TTL_SECONDS`]).
+    #[serde(default, deserialize_with = "whole_number")]
     pub ttl_seconds: Option<u64>,
     /// Close the room when its host leaves.
     #[serde(default)]
@@ -180,17 +201,24 @@ struct JoinData {
 struct RelayData<'a> {
     #[serde(borrow)]
     peer: Cow<'a, str>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     offer: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     answer: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     candidate: Option<&'a RawValue>,
 }
 
+/// A field that is present, whatever its value — `null` included (a browser's
+/// end-of-candidates is `candidate: null`); only an absent field is `None`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
 #[derive(Deserialize)]
-struct PresenceData {
-    status: Presence,
+struct PresenceData<'a> {
+    #[serde(borrow)]
+    status: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +229,17 @@ struct ChatData<'a> {
 
 /// Longest chat text, in characters.
 pub const MAX_CHAT_CHARS: usize = 10_000;
+
+/// The `requestId` of a frame, read without decoding the rest (for refusals that happen
+/// before decoding, such as rate limiting).
+pub fn request_id(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Id<'a> {
+        #[serde(rename = "requestId", borrow, default)]
+        request_id: Option<Cow<'a, str>>,
+    }
+    serde_json::from_str::<Id<'_>>(text).ok()?.request_id.map(Cow::into_owned)
+}
 
 /// Decodes one text frame.
 pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
@@ -288,15 +327,16 @@ pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
             let raw = env
                 .data
                 .ok_or_else(|| fail(ErrorCode::InvalidMessage, "presence needs data.status"))?;
-            let d: PresenceData = serde_json::from_str(raw.get()).map_err(|_| {
-                fail(
-                    ErrorCode::InvalidInput,
-                    "data.status must be \"active\" or \"idle\"",
-                )
-            })?;
+            let d: PresenceData = serde_json::from_str(raw.get())
+                .map_err(|_| fail(ErrorCode::InvalidMessage, "presence needs data.status as a string"))?;
+            let status = match &*d.status {
+                "active" => Presence::Active,
+                "idle" => Presence::Idle,
+                _ => return Err(fail(ErrorCode::InvalidInput, "data.status must be \"active\" or \"idle\"")),
+            };
             ClientMessage::Broadcast {
                 kind: BroadcastKind::Presence,
-                presence: Some(d.status),
+                presence: Some(status),
                 data: raw,
             }
         }
@@ -417,7 +457,7 @@ pub struct RoomMeta {
 }
 
 /// Why a peer left, as told to the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LeaveReason {
     /// It sent `leave-room`.
@@ -429,7 +469,7 @@ pub enum LeaveReason {
 }
 
 /// Why a room closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CloseReason {
     /// The host sent `close-room`.

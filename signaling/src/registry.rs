@@ -12,16 +12,24 @@
 //! sweeper sleeps until the earliest deadline, or at most `ROOM_SWEEP_INTERVAL_SECONDS`, and
 //! is woken early when a nearer deadline appears, so a sweep costs what it removes, not the
 //! number of rooms.
+//!
+//! Cluster mode: a room's members may live on other instances. They are mirrored here as
+//! remote members (no connection, tagged with their instance); every change to a local
+//! member is emitted through the [`ClusterLink`] and every change told by another instance
+//! is applied with [`Registry::apply`]. The next host is always the member with the lowest
+//! join order, so all mirrors pick the same one. Without a cluster link nothing is emitted
+//! and the registry is the whole truth.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::bus::{ClusterLink, Event, Grant, Op, Store, WireMember, WireStatus};
 use crate::config::SignalingConfig;
 use crate::conn::{Conn, KillReason};
 use crate::error::ErrorCode;
@@ -36,6 +44,8 @@ use crate::time::now_ms;
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 /// How long before TTL expiry peers get `room-expiring`.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(60);
+/// How long a mirror of a room without local members is kept (cluster mode).
+const MIRROR_LINGER: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind; keep serving.
@@ -49,8 +59,8 @@ pub struct Identity {
     pub user_id: Arc<str>,
     /// The token's `room`.
     pub room_id: Arc<str>,
-    /// The token's `iat` (seconds).
-    pub issued_at: u64,
+    /// Whether the token was issued after a password check (`pwd` claim).
+    pub password_ok: bool,
 }
 
 /// Validated settings of a new room.
@@ -103,6 +113,17 @@ pub struct Removed {
     pub peers: usize,
 }
 
+/// A room's local members and settings, for re-publishing after a Redis outage.
+#[derive(Debug, Clone)]
+pub struct LocalRoom {
+    /// Room id.
+    pub room_id: Arc<str>,
+    /// What Redis needs to recreate the room.
+    pub grant: Grant,
+    /// This instance's members.
+    pub members: Vec<WireMember>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Closure {
     /// Closed with a reason: the id is refused for [`TOMBSTONE_TTL`].
@@ -116,8 +137,15 @@ struct Member {
     user_name: String,
     connected_at_ms: u64,
     presence: Presence,
-    /// `None` while reconnecting.
+    /// Join order within the room; the lowest present member is the next host.
+    order: u64,
+    /// The local connection; `None` while reconnecting or when remote.
     conn: Option<Arc<Conn>>,
+    /// The instance holding the member, when it is not this one.
+    remote: Option<Arc<str>>,
+    /// Remote member known to be reconnecting.
+    remote_reconnecting: bool,
+    /// Local member reconnecting since.
     disconnected_at: Option<Instant>,
     last_seen_ms: u64,
 }
@@ -129,15 +157,50 @@ impl Member {
             user_name: self.user_name.clone(),
             is_host: host.is_some_and(|h| *h == self.user_id),
             connected_at: self.connected_at_ms,
-            last_heartbeat: self
-                .conn
-                .as_ref()
-                .map_or(self.last_seen_ms, |c| c.last_seen_ms()),
-            status: match (&self.conn, self.presence) {
-                (None, _) => PeerStatus::Reconnecting,
-                (Some(_), Presence::Active) => PeerStatus::Active,
-                (Some(_), Presence::Idle) => PeerStatus::Idle,
+            last_heartbeat: self.conn.as_ref().map_or(self.last_seen_ms, |c| c.last_seen_ms()),
+            status: self.status(),
+        }
+    }
+
+    fn status(&self) -> PeerStatus {
+        let reconnecting = match &self.remote {
+            Some(_) => self.remote_reconnecting,
+            None => self.conn.is_none(),
+        };
+        match (reconnecting, self.presence) {
+            (true, _) => PeerStatus::Reconnecting,
+            (false, Presence::Active) => PeerStatus::Active,
+            (false, Presence::Idle) => PeerStatus::Idle,
+        }
+    }
+
+    fn wire(&self, instance: &str) -> WireMember {
+        WireMember {
+            user: self.user_id.to_string(),
+            name: self.user_name.clone(),
+            connected_at: self.connected_at_ms,
+            order: self.order,
+            instance: self.remote.as_deref().unwrap_or(instance).to_owned(),
+            status: match self.status() {
+                PeerStatus::Active => WireStatus::Active,
+                PeerStatus::Idle => WireStatus::Idle,
+                PeerStatus::Reconnecting => WireStatus::Reconnecting,
             },
+        }
+    }
+
+    fn from_wire(w: &WireMember) -> Member {
+        Member {
+            user_id: w.user.as_str().into(),
+            user_name: w.name.clone(),
+            connected_at_ms: w.connected_at,
+            presence: if w.status == WireStatus::Idle { Presence::Idle } else { Presence::Active },
+            order: w.order,
+            conn: None,
+            remote: Some(w.instance.as_str().into()),
+            remote_reconnecting: w.status == WireStatus::Reconnecting,
+            disconnected_at: None,
+            last_seen_ms: w.connected_at,
         }
     }
 }
@@ -148,7 +211,10 @@ struct RoomInner {
     host_name: Option<String>,
     created_at_ms: u64,
     last_activity: Instant,
+    /// When activity was last told to the other instances.
+    activity_told: Instant,
     password_hash: Option<Arc<str>>,
+    has_password: bool,
     max_peers: usize,
     ttl: Option<Duration>,
     expires_at: Option<Instant>,
@@ -158,15 +224,18 @@ struct RoomInner {
     empty_since: Option<Instant>,
     closed: Option<Closure>,
     scheduled: Option<Instant>,
-    /// In join order: the first is the longest present.
+    next_order: u64,
+    /// Sorted by join order: the first is the longest present.
     peers: Vec<Member>,
 }
 
 impl RoomInner {
     fn position_of_conn(&self, conn_id: u64) -> Option<usize> {
-        self.peers
-            .iter()
-            .position(|m| m.conn.as_ref().is_some_and(|c| c.id == conn_id))
+        self.peers.iter().position(|m| m.conn.as_ref().is_some_and(|c| c.id == conn_id))
+    }
+
+    fn position_of_user(&self, user: &str) -> Option<usize> {
+        self.peers.iter().position(|m| &*m.user_id == user)
     }
 
     fn send_all(&self, frame: &Utf8Bytes, except_conn: Option<u64>) -> u64 {
@@ -180,10 +249,27 @@ impl RoomInner {
     }
 
     fn infos(&self) -> Vec<PeerInfo> {
-        self.peers
-            .iter()
-            .map(|m| m.info(self.host_id.as_ref()))
-            .collect()
+        self.peers.iter().map(|m| m.info(self.host_id.as_ref())).collect()
+    }
+
+    /// Distinct instances holding remote members.
+    fn remote_instances(&self) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = Vec::new();
+        for inst in self.peers.iter().filter_map(|m| m.remote.as_ref()) {
+            if !out.contains(inst) {
+                out.push(inst.clone());
+            }
+        }
+        out
+    }
+
+    fn local_members(&self) -> usize {
+        self.peers.iter().filter(|m| m.remote.is_none()).count()
+    }
+
+    fn insert_sorted(&mut self, member: Member) {
+        let at = self.peers.partition_point(|m| m.order < member.order);
+        self.peers.insert(at, member);
     }
 }
 
@@ -220,6 +306,7 @@ pub struct Registry {
     sweeper_wake: Notify,
     refuse_new_rooms: AtomicBool,
     next_conn_id: AtomicU64,
+    cluster: OnceLock<Arc<dyn ClusterLink>>,
     // Anchor for turning `Instant`s into wall-clock milliseconds.
     epoch: (Instant, u64),
 }
@@ -232,13 +319,11 @@ impl Registry {
             stats,
             index: Mutex::new(Index::default()),
             conns: Mutex::new(HashMap::new()),
-            deadlines: Mutex::new(Deadlines {
-                queue: BTreeMap::new(),
-                seq: 0,
-            }),
+            deadlines: Mutex::new(Deadlines { queue: BTreeMap::new(), seq: 0 }),
             sweeper_wake: Notify::new(),
             refuse_new_rooms: AtomicBool::new(false),
             next_conn_id: AtomicU64::new(1),
+            cluster: OnceLock::new(),
             epoch: (Instant::now(), now_ms()),
         })
     }
@@ -253,12 +338,49 @@ impl Registry {
         &self.stats
     }
 
+    /// Connects the registry to a cluster (once, at startup).
+    pub fn set_cluster(&self, link: Arc<dyn ClusterLink>) {
+        let _ = self.cluster.set(link);
+    }
+
+    /// The cluster link, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<dyn ClusterLink>> {
+        self.cluster.get()
+    }
+
+    fn emit(&self, op: Op) {
+        if let Some(c) = self.cluster.get() {
+            c.emit(op);
+        }
+    }
+
+    /// Tells the instances mirroring `st` about `event` (with an optional frame).
+    fn tell(&self, st: &RoomInner, event: Event, frame: Option<Utf8Bytes>, store: Option<Store>) {
+        if self.cluster.get().is_none() {
+            return;
+        }
+        let to = st.remote_instances();
+        if to.is_empty() && store.is_none() {
+            return;
+        }
+        self.emit(Op { store, to, event: Some(event), frame });
+    }
+
     fn wall_ms(&self, at: Instant) -> u64 {
         let (epoch, epoch_ms) = self.epoch;
         if at >= epoch {
             epoch_ms + (at - epoch).as_millis() as u64
         } else {
             epoch_ms.saturating_sub((epoch - at).as_millis() as u64)
+        }
+    }
+
+    fn instant_of_wall(&self, ms: u64, now: Instant) -> Instant {
+        let wall_now = self.wall_ms(now);
+        if ms >= wall_now {
+            now + Duration::from_millis(ms - wall_now)
+        } else {
+            now.checked_sub(Duration::from_millis(wall_now - ms)).unwrap_or(now)
         }
     }
 
@@ -287,6 +409,11 @@ impl Registry {
     /// While set, no new room is created (memory pressure).
     pub fn set_refuse_new_rooms(&self, refuse: bool) {
         self.refuse_new_rooms.store(refuse, Relaxed);
+    }
+
+    /// Whether new rooms are refused right now.
+    pub fn refusing_new_rooms(&self) -> bool {
+        self.refuse_new_rooms.load(Relaxed)
     }
 
     fn tombstoned(index: &mut Index, id: &str, now: Instant) -> bool {
@@ -334,6 +461,8 @@ impl Registry {
                 host_name,
                 created_at_ms: self.wall_ms(now),
                 last_activity: now,
+                activity_told: now,
+                has_password: password_hash.is_some(),
                 password_hash,
                 max_peers: opts.max_peers,
                 ttl: opts.ttl,
@@ -344,9 +473,25 @@ impl Registry {
                 empty_since: None,
                 closed: None,
                 scheduled: None,
+                next_order: 1,
                 peers: Vec::new(),
             }),
         })
+    }
+
+    /// Takes the cluster's view of a room into the local mirror.
+    fn adopt_grant(&self, st: &mut RoomInner, grant: &Grant, now: Instant) {
+        st.name = grant.name.clone();
+        st.host_id = grant.host.as_deref().map(Arc::from);
+        st.host_name = grant.host_name.clone();
+        st.created_at_ms = grant.created_at;
+        st.max_peers = grant.max_peers;
+        st.ttl = grant.ttl_seconds.map(Duration::from_secs);
+        st.expires_at = grant.expires_at.map(|ms| self.instant_of_wall(ms, now));
+        st.destroy_on_host_leave = grant.destroy_on_host_leave;
+        st.has_password = grant.has_password;
+        st.ever_joined = true;
+        st.next_order = st.next_order.max(grant.order + 1);
     }
 
     // ---- HTTP-facing operations -------------------------------------------------------
@@ -359,9 +504,7 @@ impl Registry {
             return Err(ErrorCode::RoomClosed);
         }
         let Some(room) = index.rooms.get(room_id).cloned() else {
-            return Ok(Admission {
-                password_hash: None,
-            });
+            return Ok(Admission { password_hash: None });
         };
         drop(index);
         let st = lock(&room.inner);
@@ -372,9 +515,7 @@ impl Registry {
         if !member && st.peers.len() >= st.max_peers {
             return Err(ErrorCode::RoomFull);
         }
-        Ok(Admission {
-            password_hash: st.password_hash.clone(),
-        })
+        Ok(Admission { password_hash: st.password_hash.clone() })
     }
 
     /// Creates a room ahead of its first join (`POST /api/rooms`).
@@ -395,19 +536,13 @@ impl Registry {
             return Err(ErrorCode::RoomExists);
         }
         self.may_add_room(&index)?;
-        let room = self.new_room(
-            room_id.clone(),
-            opts,
-            Some((host_id, host_name)),
-            password_hash,
-            now,
-        );
+        let room = self.new_room(room_id.clone(), opts, Some((host_id, host_name)), password_hash, now);
         index.rooms.insert(room_id, room.clone());
         let mut st = lock(&room.inner);
         drop(index);
         let next = self.next_check(&st);
         self.schedule(&room, &mut st, next);
-        Ok(self.meta(&room, &st, now, false))
+        Ok(self.meta(&room, &st, now, true))
     }
 
     /// Metadata of one room.
@@ -425,11 +560,7 @@ impl Registry {
         if Self::tombstoned(&mut index, room_id, Instant::now()) {
             return Err(ErrorCode::RoomClosed);
         }
-        index
-            .rooms
-            .get(room_id)
-            .cloned()
-            .ok_or(ErrorCode::RoomNotFound)
+        index.rooms.get(room_id).cloned().ok_or(ErrorCode::RoomNotFound)
     }
 
     /// Metadata (without peers) of every room, ordered by id.
@@ -441,9 +572,7 @@ impl Registry {
             .iter()
             .filter_map(|room| {
                 let st = lock(&room.inner);
-                st.closed
-                    .is_none()
-                    .then(|| self.meta(room, &st, now, false))
+                st.closed.is_none().then(|| self.meta(room, &st, now, false))
             })
             .collect()
     }
@@ -473,10 +602,7 @@ impl Registry {
     pub fn counts(&self) -> Counts {
         let rooms: Vec<Arc<Room>> = lock(&self.index).rooms.values().cloned().collect();
         let peers = rooms.iter().map(|r| lock(&r.inner).peers.len()).sum();
-        Counts {
-            rooms: rooms.len(),
-            peers,
-        }
+        Counts { rooms: rooms.len(), peers }
     }
 
     /// Closes a room: every member gets `room-closed` with `reason` and is disconnected
@@ -488,7 +614,7 @@ impl Registry {
             if st.closed.is_some() {
                 return Err(ErrorCode::RoomNotFound);
             }
-            self.close_locked(&room, &mut st, reason)
+            self.close_locked(&room, &mut st, reason, true)
         };
         self.forget(&room, Some(closure));
         Ok(())
@@ -505,8 +631,8 @@ impl Registry {
                 if st.closed.is_some() || now.saturating_duration_since(st.last_activity) < idle {
                     continue;
                 }
-                removed.peers += st.peers.len();
-                self.close_locked(&room, &mut st, CloseReason::MemoryPressure)
+                removed.peers += st.local_members();
+                self.close_locked(&room, &mut st, CloseReason::MemoryPressure, true)
             };
             removed.rooms += 1;
             self.forget(&room, Some(closure));
@@ -530,14 +656,14 @@ impl Registry {
             last_activity: self.wall_ms(st.last_activity),
             state: if st.closed.is_some() {
                 RoomState::Closed
-            } else if st.peers.iter().any(|m| m.conn.is_some()) {
+            } else if st.peers.iter().any(|m| m.status() != PeerStatus::Reconnecting) {
                 RoomState::Active
             } else {
                 RoomState::Idle
             },
             peer_count: st.peers.len(),
             max_peers: st.max_peers,
-            has_password: st.password_hash.is_some(),
+            has_password: st.has_password,
             expires_at: st.expires_at.map(|at| self.wall_ms(at)),
             time_until_expiration: st
                 .expires_at
@@ -552,28 +678,42 @@ impl Registry {
     /// refusing an existing one). A member of the room with the same user id is replaced
     /// (or restored, when it was reconnecting) without the others seeing a leave.
     /// `room-joined` is queued to `conn` before any other event of the room.
+    ///
+    /// In cluster mode `grant` is what Redis decided (limits, host, order, the other
+    /// members); the local checks are then skipped because the cluster already made them.
     pub fn join(
         &self,
         conn: &Arc<Conn>,
         who: &Identity,
         user_name: String,
         create: Option<RoomOptions>,
+        grant: Option<Grant>,
     ) -> Result<Arc<Room>, ErrorCode> {
         let now = Instant::now();
         let mut index = lock(&self.index);
-        if Self::tombstoned(&mut index, &who.room_id, now) {
+        if grant.is_none() && Self::tombstoned(&mut index, &who.room_id, now) {
             return Err(ErrorCode::RoomClosed);
         }
+        if grant.is_some() {
+            index.tombstones.remove(&who.room_id);
+        }
         let existing = index.rooms.get(&who.room_id).cloned();
-        let room = match existing {
-            Some(room) if lock(&room.inner).closed != Some(Closure::Deleted) => {
-                if create.is_some() {
+        let existing_closure = existing.as_ref().map(|r| lock(&r.inner).closed);
+        let room = match (existing, existing_closure) {
+            (Some(room), Some(None)) => {
+                if create.is_some() && grant.is_none() {
                     return Err(ErrorCode::RoomExists);
                 }
                 room
             }
+            (Some(_), Some(Some(Closure::Tombstoned))) if grant.is_none() => {
+                return Err(ErrorCode::RoomClosed);
+            }
             _ => {
-                self.may_add_room(&index)?;
+                // New, or deleted quietly a moment ago: start afresh.
+                if grant.is_none() {
+                    self.may_add_room(&index)?;
+                }
                 let opts = create.unwrap_or_else(|| self.default_options(&who.room_id));
                 let room = self.new_room(who.room_id.clone(), opts, None, None, now);
                 index.rooms.insert(who.room_id.clone(), room.clone());
@@ -585,91 +725,147 @@ impl Registry {
         if st.closed.is_some() {
             return Err(ErrorCode::RoomClosed);
         }
+        let instance = self.cluster.get().map(|c| c.instance().clone());
+
+        if let Some(grant) = &grant {
+            self.adopt_grant(&mut st, grant, now);
+            // Mirror every other member the cluster knows about.
+            for w in grant.members.iter().filter(|w| w.user != *who.user_id) {
+                if instance.as_deref() == Some(w.instance.as_str()) {
+                    continue; // our own members are already here
+                }
+                match st.position_of_user(&w.user) {
+                    Some(i) if st.peers[i].remote.is_some() => {
+                        st.peers[i].remote = Some(w.instance.as_str().into());
+                        st.peers[i].remote_reconnecting = w.status == WireStatus::Reconnecting;
+                    }
+                    Some(_) => {}
+                    None => st.insert_sorted(Member::from_wire(w)),
+                }
+            }
+        }
 
         let room_id: &str = &room.id;
-        if let Some(i) = st.peers.iter().position(|m| m.user_id == who.user_id) {
+        let moved_here = grant.as_ref().and_then(|g| g.previous_instance.as_ref()).is_some();
+        if moved_here && st.position_of_user(&who.user_id).is_none() {
+            // The user's place lives on another instance that we did not mirror yet: take
+            // it over (same order and join time) instead of joining anew.
+            let g = grant.as_ref().expect("moved_here implies a grant");
+            let previous = g.previous_instance.as_deref().unwrap_or_default();
+            st.insert_sorted(Member {
+                user_id: who.user_id.clone(),
+                user_name: user_name.clone(),
+                connected_at_ms: g.connected_at,
+                presence: Presence::Active,
+                order: g.order,
+                conn: None,
+                remote: Some(previous.into()),
+                remote_reconnecting: false,
+                disconnected_at: None,
+                last_seen_ms: g.connected_at,
+            });
+        }
+        if let Some(i) = st.position_of_user(&who.user_id) {
             let member = &mut st.peers[i];
             if let Some(old) = member.conn.replace(conn.clone()) {
                 old.send(&ServerMessage::Replaced.encode().into());
                 old.terminate(KillReason::Replaced);
             }
+            // The instance that held the place must hear about the move even if it holds
+            // no other member of the room.
+            let moved_from = member.remote.take();
+            member.remote = None;
+            member.remote_reconnecting = false;
             member.disconnected_at = None;
             member.user_name = user_name;
-            let frame: Utf8Bytes = ServerMessage::PeerReconnected {
-                from: &who.user_id,
-                user_id: &who.user_id,
-                room_id,
-            }
-            .encode()
-            .into();
+            let frame: Utf8Bytes =
+                ServerMessage::PeerReconnected { from: &who.user_id, user_id: &who.user_id, room_id }
+                    .encode()
+                    .into();
             st.send_all(&frame, Some(conn.id));
-        } else {
-            if st.password_hash.is_some() && who.issued_at * 1000 + 999 < st.created_at_ms {
-                return Err(ErrorCode::InvalidPassword);
-            }
-            if st.peers.len() >= st.max_peers {
-                return Err(ErrorCode::RoomFull);
-            }
-            if !st.ever_joined {
-                st.ever_joined = true;
-                if let Some(ttl) = st.ttl {
-                    st.expires_at = Some(now + ttl);
+            if let Some(inst) = &instance {
+                let name = st.peers[i].user_name.clone();
+                let event = Event::Moved {
+                    room: room_id.to_owned(),
+                    user: who.user_id.to_string(),
+                    instance: inst.to_string(),
+                    name,
+                };
+                let mut to = st.remote_instances();
+                if let Some(from) = moved_from {
+                    if !to.contains(&from) {
+                        to.push(from);
+                    }
                 }
-                if st.host_id.is_none() {
+                self.emit(Op { store: None, to, event: Some(event), frame: None });
+            }
+        } else {
+            if grant.is_none() {
+                if st.has_password && !who.password_ok {
+                    return Err(ErrorCode::InvalidPassword);
+                }
+                if st.peers.len() >= st.max_peers {
+                    return Err(ErrorCode::RoomFull);
+                }
+                if !st.ever_joined {
+                    st.ever_joined = true;
+                    if let Some(ttl) = st.ttl {
+                        st.expires_at = Some(now + ttl);
+                    }
+                    if st.host_id.is_none() {
+                        st.host_id = Some(who.user_id.clone());
+                    }
+                } else if st.peers.is_empty() && st.host_id.as_ref() != Some(&who.user_id) {
+                    // An emptied room that fills again gets its first returning peer as host.
                     st.host_id = Some(who.user_id.clone());
                 }
-            } else if st.peers.is_empty() && !st.host_id.as_ref().is_some_and(|h| *h == who.user_id)
-            {
-                // An emptied room that fills again gets its first returning peer as host.
-                st.host_id = Some(who.user_id.clone());
             }
-            st.peers.push(Member {
+            let order = match &grant {
+                Some(g) => g.order,
+                None => {
+                    st.next_order += 1;
+                    st.next_order - 1
+                }
+            };
+            st.insert_sorted(Member {
                 user_id: who.user_id.clone(),
                 user_name,
                 connected_at_ms: self.wall_ms(now),
                 presence: Presence::Active,
+                order,
                 conn: Some(conn.clone()),
+                remote: None,
+                remote_reconnecting: false,
                 disconnected_at: None,
                 last_seen_ms: conn.last_seen_ms(),
             });
-            let me = st
-                .peers
-                .last()
-                .map(|m| m.info(st.host_id.as_ref()))
-                .expect("just pushed");
+            let i = st.position_of_user(&who.user_id).expect("just inserted");
+            let me = st.peers[i].info(st.host_id.as_ref());
             let frame: Utf8Bytes = ServerMessage::PeerJoined {
                 from: &who.user_id,
                 user_id: &who.user_id,
                 room_id,
-                data: PeerData {
-                    peer: &me,
-                    reason: None,
-                },
+                data: PeerData { peer: &me, reason: None },
             }
             .encode()
             .into();
             st.send_all(&frame, Some(conn.id));
+            if let Some(inst) = &instance {
+                let member = st.peers[i].wire(inst);
+                self.tell(&st, Event::Joined { room: room_id.to_owned(), member }, None, None);
+            }
         }
         st.empty_since = None;
         st.last_activity = now;
 
         let meta = self.meta(&room, &st, now, false);
         let mut infos = st.infos();
-        let me_at = infos
-            .iter()
-            .position(|p| p.user_id == who.user_id)
-            .expect("member present");
+        let me_at = infos.iter().position(|p| p.user_id == who.user_id).expect("member present");
         let me = infos.remove(me_at);
         conn.send(
-            &ServerMessage::RoomJoined {
-                data: RoomJoined {
-                    room: &meta,
-                    self_: &me,
-                    peers: &infos,
-                },
-            }
-            .encode()
-            .into(),
+            &ServerMessage::RoomJoined { data: RoomJoined { room: &meta, self_: &me, peers: &infos } }
+                .encode()
+                .into(),
         );
         if let Some(expires_at) = st.expires_at {
             let frame = self.expiring_frame(room_id, expires_at, now);
@@ -714,9 +910,7 @@ impl Registry {
     fn remove_by_conn(&self, room: &Arc<Room>, conn_id: u64, reason: LeaveReason) -> bool {
         let closure = {
             let mut st = lock(&room.inner);
-            let Some(i) = st.position_of_conn(conn_id) else {
-                return false;
-            };
+            let Some(i) = st.position_of_conn(conn_id) else { return false };
             let closure = self.remove_member(room, &mut st, i, reason, Instant::now());
             if closure.is_none() {
                 let next = self.next_check(&st);
@@ -737,14 +931,20 @@ impl Registry {
             return;
         }
         let mut st = lock(&room.inner);
-        let Some(i) = st.position_of_conn(conn_id) else {
-            return;
-        };
+        let Some(i) = st.position_of_conn(conn_id) else { return };
         let member = &mut st.peers[i];
         if let Some(conn) = member.conn.take() {
             member.last_seen_ms = conn.last_seen_ms();
         }
         member.disconnected_at = Some(now);
+        let user = member.user_id.clone();
+        let event = Event::Status {
+            room: room.id.to_string(),
+            user: user.to_string(),
+            status: WireStatus::Reconnecting,
+        };
+        let store = Store::Status { room: room.id.clone(), user, status: WireStatus::Reconnecting };
+        self.tell(&st, event, None, Some(store));
         let next = self.next_check(&st);
         self.schedule(room, &mut st, next);
     }
@@ -757,38 +957,40 @@ impl Registry {
             if st.host_id.as_ref() != Some(&st.peers[i].user_id) {
                 return Err(ErrorCode::Forbidden);
             }
-            self.close_locked(room, &mut st, CloseReason::HostClosed)
+            self.close_locked(room, &mut st, CloseReason::HostClosed, true)
         };
         self.forget(room, Some(closure));
         Ok(())
     }
 
     /// Hands `frame` to the member `target`, if the member on `sender_conn` is still in
-    /// the room.
-    pub fn relay(
-        &self,
-        room: &Room,
-        sender_conn: u64,
-        target: &str,
-        frame: &Utf8Bytes,
-    ) -> Result<(), ErrorCode> {
+    /// the room. A target on another instance gets it through the cluster.
+    pub fn relay(&self, room: &Room, sender_conn: u64, target: &str, frame: &Utf8Bytes) -> Result<(), ErrorCode> {
         let mut st = lock(&room.inner);
         if st.position_of_conn(sender_conn).is_none() {
             return Err(ErrorCode::NotInRoom);
         }
-        let member = st
-            .peers
-            .iter()
-            .find(|m| &*m.user_id == target)
-            .ok_or(ErrorCode::PeerNotFound)?;
-        let conn = member.conn.as_ref().ok_or(ErrorCode::PeerUnavailable)?;
-        conn.send(frame);
-        st.last_activity = Instant::now();
+        let member = st.peers.iter().find(|m| &*m.user_id == target).ok_or(ErrorCode::PeerNotFound)?;
+        match (&member.conn, &member.remote) {
+            (Some(conn), _) => {
+                conn.send(frame);
+            }
+            (None, Some(instance)) if !member.remote_reconnecting => {
+                self.emit(Op {
+                    store: None,
+                    to: vec![instance.clone()],
+                    event: Some(Event::Relay { room: room.id.to_string(), to: target.to_owned() }),
+                    frame: Some(frame.clone()),
+                });
+            }
+            _ => return Err(ErrorCode::PeerUnavailable),
+        }
+        self.touch(room, &mut st);
         Ok(())
     }
 
     /// Hands `frame` to every other connected member; `presence` also updates the sender's
-    /// status. Returns how many received it.
+    /// status. Returns how many local connections received it.
     pub fn broadcast(
         &self,
         room: &Room,
@@ -797,14 +999,260 @@ impl Registry {
         presence: Option<Presence>,
     ) -> Result<u64, ErrorCode> {
         let mut st = lock(&room.inner);
-        let i = st
-            .position_of_conn(sender_conn)
-            .ok_or(ErrorCode::NotInRoom)?;
+        let i = st.position_of_conn(sender_conn).ok_or(ErrorCode::NotInRoom)?;
         if let Some(p) = presence {
             st.peers[i].presence = p;
         }
+        let sent = st.send_all(frame, Some(sender_conn));
+        if self.cluster.get().is_some() {
+            let from = st.peers[i].user_id.to_string();
+            let to = st.remote_instances();
+            if !to.is_empty() {
+                st.activity_told = Instant::now();
+                self.emit(Op {
+                    store: None,
+                    to,
+                    event: Some(Event::Broadcast { room: room.id.to_string(), from, presence }),
+                    frame: Some(frame.clone()),
+                });
+            }
+        }
         st.last_activity = Instant::now();
-        Ok(st.send_all(frame, Some(sender_conn)))
+        Ok(sent)
+    }
+
+    /// Records activity, telling the other instances at most every quarter idle timeout.
+    fn touch(&self, room: &Room, st: &mut RoomInner) {
+        let now = Instant::now();
+        st.last_activity = now;
+        if self.cluster.get().is_some() && now.duration_since(st.activity_told) > self.config.room_idle_timeout / 4 {
+            st.activity_told = now;
+            self.tell(st, Event::Activity { room: room.id.to_string() }, None, None);
+        }
+    }
+
+    // ---- cluster events -------------------------------------------------------------
+
+    /// Applies what another instance told us.
+    pub fn apply(&self, event: Event, frame: Option<Utf8Bytes>) {
+        let now = Instant::now();
+        let room = {
+            let mut index = lock(&self.index);
+            match index.rooms.get(event.room()).cloned() {
+                Some(r) => r,
+                // A member joined a room we have no mirror of (yet): keep one briefly, our
+                // own join may be on its way.
+                None if matches!(event, Event::Joined { .. } | Event::Hello { .. }) => {
+                    let id: Arc<str> = event.room().into();
+                    let room = self.new_room(id.clone(), self.default_options(&id), None, None, now);
+                    lock(&room.inner).ever_joined = true;
+                    index.rooms.insert(id, room.clone());
+                    room
+                }
+                None => return,
+            }
+        };
+        let closure = {
+            let mut st = lock(&room.inner);
+            if st.closed.is_some() {
+                return;
+            }
+            let closure = self.apply_locked(&room, &mut st, event, frame, now);
+            if closure.is_none() {
+                let next = self.next_check(&st);
+                self.schedule(&room, &mut st, next);
+            }
+            closure
+        };
+        self.forget(&room, closure);
+    }
+
+    fn apply_locked(
+        &self,
+        room: &Room,
+        st: &mut RoomInner,
+        event: Event,
+        frame: Option<Utf8Bytes>,
+        now: Instant,
+    ) -> Option<Closure> {
+        let room_id: &str = &room.id;
+        match event {
+            Event::Joined { member, .. } => self.merge_remote(room_id, st, &member),
+            Event::Hello { members, .. } => {
+                for m in &members {
+                    self.merge_remote(room_id, st, m);
+                }
+            }
+            Event::Left { user, reason, .. } => {
+                let i = st.position_of_user(&user).filter(|i| st.peers[*i].remote.is_some())?;
+                return self.remove_member(room, st, i, reason, now);
+            }
+            Event::Status { user, status, .. } => {
+                if let Some(m) = st.peers.iter_mut().find(|m| *m.user_id == *user && m.remote.is_some()) {
+                    m.remote_reconnecting = status == WireStatus::Reconnecting;
+                    if status != WireStatus::Reconnecting {
+                        m.presence = if status == WireStatus::Idle { Presence::Idle } else { Presence::Active };
+                    }
+                }
+            }
+            Event::Moved { user, instance, name, .. } => {
+                let i = st.position_of_user(&user)?;
+                let member = &mut st.peers[i];
+                if let Some(old) = member.conn.take() {
+                    old.send(&ServerMessage::Replaced.encode().into());
+                    old.terminate(KillReason::Replaced);
+                }
+                member.remote = Some(instance.as_str().into());
+                member.remote_reconnecting = false;
+                member.disconnected_at = None;
+                member.user_name = name;
+                let frame: Utf8Bytes =
+                    ServerMessage::PeerReconnected { from: &user, user_id: &user, room_id }.encode().into();
+                st.send_all(&frame, None);
+            }
+            Event::Closed { reason, .. } => return Some(self.close_locked(room, st, reason, false)),
+            Event::Relay { to, .. } => {
+                if let (Some(frame), Some(conn)) =
+                    (frame, st.peers.iter().find(|m| *m.user_id == *to).and_then(|m| m.conn.as_ref()))
+                {
+                    conn.send(&frame);
+                }
+                st.last_activity = now;
+            }
+            Event::Broadcast { from, presence, .. } => {
+                if let (Some(p), Some(m)) = (presence, st.peers.iter_mut().find(|m| *m.user_id == *from)) {
+                    m.presence = p;
+                }
+                if let Some(frame) = frame {
+                    st.send_all(&frame, None);
+                }
+                st.last_activity = now;
+            }
+            Event::Activity { .. } => st.last_activity = now,
+        }
+        None
+    }
+
+    fn merge_remote(&self, room_id: &str, st: &mut RoomInner, w: &WireMember) {
+        if self.cluster.get().is_some_and(|c| **c.instance() == *w.instance) {
+            return;
+        }
+        match st.position_of_user(&w.user) {
+            Some(i) => {
+                let m = &mut st.peers[i];
+                if m.remote.is_none() {
+                    // Our member's place was taken over on another instance.
+                    if let Some(old) = m.conn.take() {
+                        old.send(&ServerMessage::Replaced.encode().into());
+                        old.terminate(KillReason::Replaced);
+                    }
+                    m.disconnected_at = None;
+                    let frame: Utf8Bytes =
+                        ServerMessage::PeerReconnected { from: &w.user, user_id: &w.user, room_id }.encode().into();
+                    st.send_all(&frame, None);
+                }
+                let m = &mut st.peers[i];
+                m.remote = Some(w.instance.as_str().into());
+                m.remote_reconnecting = w.status == WireStatus::Reconnecting;
+            }
+            None => {
+                st.insert_sorted(Member::from_wire(w));
+                st.next_order = st.next_order.max(w.order + 1);
+                st.empty_since = None;
+                let i = st.position_of_user(&w.user).expect("just inserted");
+                let info = st.peers[i].info(st.host_id.as_ref());
+                let frame: Utf8Bytes = ServerMessage::PeerJoined {
+                    from: &w.user,
+                    user_id: &w.user,
+                    room_id,
+                    data: PeerData { peer: &info, reason: None },
+                }
+                .encode()
+                .into();
+                st.send_all(&frame, None);
+            }
+        }
+    }
+
+    /// Removes every member held by a dead instance, as if its connections had dropped and
+    /// their grace had run out. Returns how many.
+    pub fn drop_instance(&self, instance: &str) -> usize {
+        let now = Instant::now();
+        let rooms: Vec<Arc<Room>> = lock(&self.index).rooms.values().cloned().collect();
+        let mut n = 0;
+        for room in rooms {
+            let closure = {
+                let mut st = lock(&room.inner);
+                let mut closure = None;
+                while let Some(i) = st.peers.iter().position(|m| m.remote.as_deref() == Some(instance)) {
+                    n += 1;
+                    let user = st.peers[i].user_id.clone();
+                    self.emit(Op {
+                        store: Some(Store::Reap { room: room.id.clone(), user, instance: instance.into() }),
+                        to: Vec::new(),
+                        event: None,
+                        frame: None,
+                    });
+                    closure = self.remove_member(&room, &mut st, i, LeaveReason::Disconnected, now);
+                    if closure.is_some() {
+                        break;
+                    }
+                }
+                if closure.is_none() {
+                    let next = self.next_check(&st);
+                    self.schedule(&room, &mut st, next);
+                }
+                closure
+            };
+            self.forget(&room, closure);
+        }
+        n
+    }
+
+    /// Instances holding members of rooms mirrored here.
+    pub fn remote_instances(&self) -> BTreeSet<Arc<str>> {
+        let rooms: Vec<Arc<Room>> = lock(&self.index).rooms.values().cloned().collect();
+        let mut out = BTreeSet::new();
+        for room in rooms {
+            out.extend(lock(&room.inner).remote_instances());
+        }
+        out
+    }
+
+    /// Every room with local members, for re-publishing after Redis lost its state.
+    pub fn local_rooms(&self) -> Vec<LocalRoom> {
+        let Some(instance) = self.cluster.get().map(|c| c.instance().clone()) else { return Vec::new() };
+        let rooms: Vec<Arc<Room>> = lock(&self.index).rooms.values().cloned().collect();
+        rooms
+            .into_iter()
+            .filter_map(|room| {
+                let st = lock(&room.inner);
+                if st.closed.is_some() || st.local_members() == 0 {
+                    return None;
+                }
+                let members: Vec<WireMember> =
+                    st.peers.iter().filter(|m| m.remote.is_none()).map(|m| m.wire(&instance)).collect();
+                Some(LocalRoom {
+                    room_id: room.id.clone(),
+                    grant: Grant {
+                        name: st.name.clone(),
+                        host: st.host_id.as_deref().map(str::to_owned),
+                        host_name: st.host_name.clone(),
+                        created_at: st.created_at_ms,
+                        max_peers: st.max_peers,
+                        expires_at: st.expires_at.map(|at| self.wall_ms(at)),
+                        ttl_seconds: st.ttl.map(|d| d.as_secs()),
+                        destroy_on_host_leave: st.destroy_on_host_leave,
+                        has_password: st.has_password,
+                        order: st.next_order,
+                        connected_at: st.created_at_ms,
+                        previous_instance: None,
+                        members: Vec::new(),
+                    },
+                    members,
+                })
+            })
+            .collect()
     }
 
     // ---- shared state transitions (room lock held) -----------------------------------
@@ -818,34 +1266,41 @@ impl Registry {
         now: Instant,
     ) -> Option<Closure> {
         let member = st.peers.remove(i);
+        let local = member.remote.is_none();
         st.last_activity = now;
         let was_host = st.host_id.as_ref() == Some(&member.user_id);
+        if local {
+            // Tell the mirrors first (they apply the same host rule), then store.
+            let event = Event::Left { room: room.id.to_string(), user: member.user_id.to_string(), reason };
+            let store = Store::Left { room: room.id.clone(), user: member.user_id.clone() };
+            let mut to = st.remote_instances();
+            if let Some(inst) = &member.remote {
+                to.retain(|t| t != inst);
+            }
+            if self.cluster.get().is_some() {
+                self.emit(Op { store: Some(store), to, event: Some(event), frame: None });
+            }
+        }
         if was_host && st.destroy_on_host_leave && !st.peers.is_empty() {
-            return Some(self.close_locked(room, st, CloseReason::HostLeft));
+            return Some(self.close_locked(room, st, CloseReason::HostLeft, local));
         }
         let info = member.info(st.host_id.as_ref());
         let frame: Utf8Bytes = ServerMessage::PeerLeft {
             from: &member.user_id,
             user_id: &member.user_id,
             room_id: &room.id,
-            data: PeerData {
-                peer: &info,
-                reason: Some(reason),
-            },
+            data: PeerData { peer: &info, reason: Some(reason) },
         }
         .encode()
         .into();
         st.send_all(&frame, None);
         if was_host {
+            // Peers are sorted by join order: the first is the longest present.
             if let Some(next_host) = st.peers.first().map(|m| m.user_id.clone()) {
-                let frame: Utf8Bytes = ServerMessage::HostChanged {
-                    room_id: &room.id,
-                    data: HostChanged {
-                        host_id: &next_host,
-                    },
-                }
-                .encode()
-                .into();
+                let frame: Utf8Bytes =
+                    ServerMessage::HostChanged { room_id: &room.id, data: HostChanged { host_id: &next_host } }
+                        .encode()
+                        .into();
                 st.host_id = Some(next_host);
                 st.send_all(&frame, None);
             }
@@ -856,15 +1311,20 @@ impl Registry {
         None
     }
 
-    fn close_locked(&self, room: &Room, st: &mut RoomInner, reason: CloseReason) -> Closure {
-        let frame: Utf8Bytes = ServerMessage::RoomClosed {
-            room_id: &room.id,
-            data: Reason {
-                reason: reason.as_str(),
-            },
+    fn close_locked(&self, room: &Room, st: &mut RoomInner, reason: CloseReason, originated_here: bool) -> Closure {
+        let frame: Utf8Bytes =
+            ServerMessage::RoomClosed { room_id: &room.id, data: Reason { reason: reason.as_str() } }
+                .encode()
+                .into();
+        if originated_here && self.cluster.get().is_some() {
+            let to = st.remote_instances();
+            self.emit(Op {
+                store: Some(Store::Close { room: room.id.clone() }),
+                to,
+                event: Some(Event::Closed { room: room.id.to_string(), reason }),
+                frame: None,
+            });
         }
-        .encode()
-        .into();
         for member in st.peers.drain(..) {
             if let Some(conn) = member.conn {
                 conn.send(&frame);
@@ -881,17 +1341,11 @@ impl Registry {
         let Some(closure) = closure else { return };
         let now = Instant::now();
         let mut index = lock(&self.index);
-        if index
-            .rooms
-            .get(&room.id)
-            .is_some_and(|r| Arc::ptr_eq(r, room))
-        {
+        if index.rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
             index.rooms.remove(&room.id);
         }
         if closure == Closure::Tombstoned {
-            index
-                .tombstones
-                .insert(room.id.clone(), now + TOMBSTONE_TTL);
+            index.tombstones.insert(room.id.clone(), now + TOMBSTONE_TTL);
             drop(index);
             self.push_deadline(now + TOMBSTONE_TTL, Deadline::Tombstone(room.id.clone()));
         }
@@ -917,6 +1371,9 @@ impl Registry {
         }
         if let Some(since) = st.empty_since {
             consider(since + cfg.room_empty_grace);
+        }
+        if self.cluster.get().is_some() && !st.peers.is_empty() && st.local_members() == 0 {
+            consider(Instant::now() + MIRROR_LINGER);
         }
         Some(next)
     }
@@ -969,9 +1426,7 @@ impl Registry {
                     _ => None,
                 }
             };
-            let Some(((fired_at, _), what)) = due else {
-                break;
-            };
+            let Some(((fired_at, _), what)) = due else { break };
             match what {
                 Deadline::Tombstone(id) => {
                     let mut index = lock(&self.index);
@@ -988,11 +1443,7 @@ impl Registry {
         }
         self.stats.sweeps.fetch_add(1, Relaxed);
         if removed != Removed::default() {
-            tracing::debug!(
-                rooms = removed.rooms,
-                peers = removed.peers,
-                "sweep removed"
-            );
+            tracing::debug!(rooms = removed.rooms, peers = removed.peers, "sweep removed");
         }
         removed
     }
@@ -1018,47 +1469,52 @@ impl Registry {
         removed
     }
 
-    fn check_locked(
-        &self,
-        room: &Room,
-        st: &mut RoomInner,
-        now: Instant,
-        removed: &mut Removed,
-    ) -> Option<Closure> {
+    fn check_locked(&self, room: &Room, st: &mut RoomInner, now: Instant, removed: &mut Removed) -> Option<Closure> {
         if st.closed.is_some() {
             return None;
         }
         let cfg = &self.config;
+        let clustered = self.cluster.get().is_some();
         if let Some(expires_at) = st.expires_at {
             if expires_at <= now {
-                removed.peers += st.peers.len();
-                return Some(self.close_locked(room, st, CloseReason::Expired));
+                removed.peers += st.local_members();
+                return Some(self.close_locked(room, st, CloseReason::Expired, true));
             }
             if !st.expiry_warned && expires_at.saturating_duration_since(now) <= EXPIRY_WARNING {
                 st.expiry_warned = true;
                 st.send_all(&self.expiring_frame(&room.id, expires_at, now), None);
             }
         }
-        while let Some(i) = st.peers.iter().position(|m| {
-            m.disconnected_at
-                .is_some_and(|at| at + cfg.reconnect_grace <= now)
-        }) {
+        while let Some(i) =
+            st.peers.iter().position(|m| m.disconnected_at.is_some_and(|at| at + cfg.reconnect_grace <= now))
+        {
             removed.peers += 1;
             if let Some(closure) = self.remove_member(room, st, i, LeaveReason::Disconnected, now) {
                 return Some(closure);
             }
         }
         if st.peers.is_empty() {
-            let empty_expired = st
-                .empty_since
-                .is_some_and(|since| since + cfg.room_empty_grace <= now);
+            let empty_expired = st.empty_since.is_some_and(|since| since + cfg.room_empty_grace <= now);
             if empty_expired || st.last_activity + cfg.room_idle_timeout <= now {
                 st.closed = Some(Closure::Deleted);
+                if clustered {
+                    self.emit(Op {
+                        store: Some(Store::DeleteIfEmpty { room: room.id.clone() }),
+                        to: Vec::new(),
+                        event: None,
+                        frame: None,
+                    });
+                }
                 return Some(Closure::Deleted);
             }
         } else if st.last_activity + cfg.room_idle_timeout <= now {
-            removed.peers += st.peers.len();
-            return Some(self.close_locked(room, st, CloseReason::Idle));
+            removed.peers += st.local_members();
+            return Some(self.close_locked(room, st, CloseReason::Idle, true));
+        } else if clustered && st.local_members() == 0 {
+            // Only other instances' members left: their instances keep the room; drop
+            // our mirror quietly.
+            st.closed = Some(Closure::Deleted);
+            return Some(Closure::Deleted);
         }
         None
     }

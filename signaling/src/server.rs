@@ -1,5 +1,5 @@
-//! The signaling port: TCP accept loop, the checked WebSocket upgrade (path, connection
-//! limits, `Origin`, `?token=`), the heartbeat task and draining.
+//! The signaling port: TCP accept loop, the checked WebSocket upgrade (path `/ws` or
+//! `/yjs`, connection limits, `Origin`, `?token=`), the heartbeat task and draining.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) registry: Arc<Registry>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) keys: TokenKeys,
+    /// `/yjs` topic subscriptions.
+    pub(crate) yjs: crate::yjs::Hub,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     draining: AtomicBool,
     ws_config: WebSocketConfig,
@@ -121,6 +123,7 @@ impl SignalingServer {
                 registry,
                 stats,
                 keys,
+                yjs: crate::yjs::Hub::default(),
                 per_ip: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
                 ws_config,
@@ -169,10 +172,10 @@ impl SignalingServer {
             .into();
             for conn in self.shared.registry.conns() {
                 if now.saturating_sub(conn.last_seen_ms()) > timeout {
-                    conn.send(&force_leave);
+                    conn.send_native(&force_leave);
                     conn.terminate(KillReason::HeartbeatTimeout);
                     self.shared.stats.heartbeat_timeouts.fetch_add(1, Relaxed);
-                } else if conn.send(&beat) {
+                } else if conn.send_native(&beat) {
                     conn.ping();
                 }
             }
@@ -194,7 +197,7 @@ impl SignalingServer {
         let mut n = 0;
         for conn in self.shared.registry.conns() {
             if now.saturating_sub(conn.last_seen_ms()) > limit {
-                conn.send(&force_leave);
+                conn.send_native(&force_leave);
                 conn.terminate(KillReason::HeartbeatTimeout);
                 n += 1;
             }
@@ -213,7 +216,7 @@ impl SignalingServer {
         .encode()
         .into();
         for conn in self.shared.registry.conns() {
-            conn.send(&frame);
+            conn.send_native(&frame);
             conn.terminate(KillReason::Shutdown);
         }
     }
@@ -262,20 +265,23 @@ fn acquire(
     })
 }
 
+#[allow(clippy::result_large_err)] // the callback type is tungstenite's
 async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let slot = acquire(&shared, peer.ip());
     let refused = slot.as_ref().err().copied();
     let mut claims: Option<Claims> = None;
     let mut path_ok = false;
+    let mut yjs = false;
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        if req.uri().path() != "/ws" {
+        if !matches!(req.uri().path(), "/ws" | "/yjs") {
             return Err(refusal(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
-                "the signaling endpoint is /ws",
+                "the signaling endpoints are /ws and /yjs",
             ));
         }
         path_ok = true;
+        yjs = req.uri().path() == "/yjs";
         if let Some((status, code, message)) = refused {
             return Err(refusal(status, code, message));
         }
@@ -304,6 +310,12 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
                     ));
                 }
             }
+        } else if yjs {
+            return Err(refusal(
+                StatusCode::UNAUTHORIZED,
+                "AUTH_FAILED",
+                "/yjs requires ?token=<room token>",
+            ));
         }
         Ok(resp)
     };
@@ -325,7 +337,10 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     shared.stats.connections_total.fetch_add(1, Relaxed);
     let conn = shared.registry.open_conn();
     tracing::debug!(%peer, conn = conn.id, "websocket open");
-    crate::connection::run(shared.clone(), ws, conn, claims).await;
+    match claims {
+        Some(claims) if yjs => crate::yjs::run(shared.clone(), ws, conn, claims).await,
+        claims => crate::connection::run(shared.clone(), ws, conn, claims).await,
+    }
     drop(slot);
 }
 

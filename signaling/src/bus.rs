@@ -1,0 +1,262 @@
+//! What instances of a cluster tell each other, and what the registry asks the cluster to
+//! store. The registry only speaks these types; `cluster` carries them over Redis.
+//!
+//! Every instance keeps, for each room it has local members in, a mirror of the whole
+//! membership: its own members with their connections, the others' as remote members
+//! tagged with their instance. Membership changes are decided where they happen (joins are
+//! checked atomically in Redis first) and then told to the instances that mirror the room,
+//! which apply them with the same deterministic rules (the next host is the member with the
+//! lowest join order), so every mirror agrees without further coordination.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::protocol::{CloseReason, LeaveReason, Presence};
+
+/// A member as stored in Redis and sent between instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireMember {
+    /// userId.
+    #[serde(rename = "u")]
+    pub user: String,
+    /// Display name.
+    #[serde(rename = "n")]
+    pub name: String,
+    /// Join time (ms).
+    #[serde(rename = "c")]
+    pub connected_at: u64,
+    /// Cluster-wide join order in its room (lower joined earlier).
+    #[serde(rename = "o")]
+    pub order: u64,
+    /// Instance that holds its connection.
+    #[serde(rename = "i")]
+    pub instance: String,
+    /// `active`, `idle` or `reconnecting`.
+    #[serde(rename = "s")]
+    pub status: WireStatus,
+}
+
+/// Member status on the wire between instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireStatus {
+    /// Connected, active.
+    Active,
+    /// Connected, presence idle.
+    Idle,
+    /// Connection dropped, within its grace.
+    Reconnecting,
+}
+
+/// A change one instance tells the others about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "kebab-case")]
+pub enum Event {
+    /// A member joined on the sending instance.
+    Joined {
+        /// Room id.
+        room: String,
+        /// The member.
+        member: WireMember,
+    },
+    /// A member of the sending instance left or was removed.
+    Left {
+        /// Room id.
+        room: String,
+        /// userId.
+        user: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A member's status changed (reconnecting, presence).
+    Status {
+        /// Room id.
+        room: String,
+        /// userId.
+        user: String,
+        /// New status.
+        status: WireStatus,
+    },
+    /// A member's connection moved to `instance` (reconnect or second tab there).
+    Moved {
+        /// Room id.
+        room: String,
+        /// userId.
+        user: String,
+        /// Where it lives now.
+        instance: String,
+        /// Its display name now.
+        name: String,
+    },
+    /// The room closed.
+    Closed {
+        /// Room id.
+        room: String,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Deliver the attached frame to member `to`.
+    Relay {
+        /// Room id.
+        room: String,
+        /// Target userId.
+        to: String,
+    },
+    /// Deliver the attached frame to every local member except `from`.
+    Broadcast {
+        /// Room id.
+        room: String,
+        /// Sender userId.
+        from: String,
+        /// New presence of the sender, for `presence` broadcasts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        presence: Option<Presence>,
+    },
+    /// The room saw activity (keeps every mirror's idle clock honest).
+    Activity {
+        /// Room id.
+        room: String,
+    },
+    /// After a Redis outage: the sender's members of a room, to merge.
+    Hello {
+        /// Room id.
+        room: String,
+        /// The sender's members.
+        members: Vec<WireMember>,
+    },
+}
+
+impl Event {
+    /// The room the event concerns.
+    pub fn room(&self) -> &str {
+        match self {
+            Event::Joined { room, .. }
+            | Event::Left { room, .. }
+            | Event::Status { room, .. }
+            | Event::Moved { room, .. }
+            | Event::Closed { room, .. }
+            | Event::Relay { room, .. }
+            | Event::Broadcast { room, .. }
+            | Event::Activity { room }
+            | Event::Hello { room, .. } => room,
+        }
+    }
+}
+
+/// A change the registry asks the cluster to write to Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Store {
+    /// Remove a member (if it still belongs to this instance) and pick the next host.
+    Left {
+        /// Room id.
+        room: Arc<str>,
+        /// userId.
+        user: Arc<str>,
+    },
+    /// Update a member's status.
+    Status {
+        /// Room id.
+        room: Arc<str>,
+        /// userId.
+        user: Arc<str>,
+        /// New status.
+        status: WireStatus,
+    },
+    /// Close the room cluster-wide (tombstone it); publish only if this call closed it.
+    Close {
+        /// Room id.
+        room: Arc<str>,
+    },
+    /// Remove a member of a dead instance.
+    Reap {
+        /// Room id.
+        room: Arc<str>,
+        /// userId.
+        user: Arc<str>,
+        /// The dead instance.
+        instance: Arc<str>,
+    },
+    /// Delete the room if nobody is in it any more.
+    DeleteIfEmpty {
+        /// Room id.
+        room: Arc<str>,
+    },
+}
+
+/// One thing for the cluster task to do: store, then tell `to`.
+#[derive(Debug, Clone)]
+pub struct Op {
+    /// Redis change first (if any).
+    pub store: Option<Store>,
+    /// Instances to tell.
+    pub to: Vec<Arc<str>>,
+    /// What to tell them.
+    pub event: Option<Event>,
+    /// Frame carried with `Relay`/`Broadcast`.
+    pub frame: Option<Utf8Bytes>,
+}
+
+/// A join to be checked cluster-wide before it happens locally.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// Room id.
+    pub room_id: Arc<str>,
+    /// userId.
+    pub user_id: Arc<str>,
+    /// Display name.
+    pub user_name: String,
+    /// `create-room` options (refuse an existing room), if any.
+    pub create: Option<crate::registry::RoomOptions>,
+    /// Whether the token was issued after a password check.
+    pub password_ok: bool,
+    /// Whether new rooms are refused locally (memory pressure).
+    pub refuse_new_rooms: bool,
+}
+
+/// A boxed future, for the one async call of [`ClusterLink`].
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// The registry's view of the cluster: who we are, and a non-blocking queue of work.
+pub trait ClusterLink: Send + Sync + 'static {
+    /// This instance's id.
+    fn instance(&self) -> &Arc<str>;
+    /// Queues an operation (never blocks; dropped when the queue is full or Redis is down).
+    fn emit(&self, op: Op);
+    /// Checks and records a join in Redis. `Ok(None)` means Redis is unreachable: the
+    /// join is decided locally and published when Redis is back.
+    fn reserve_join(self: Arc<Self>, req: JoinRequest) -> BoxFuture<Result<Option<Grant>, crate::ErrorCode>>;
+}
+
+/// What Redis granted a join: the room as the cluster knows it.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// Room display name.
+    pub name: String,
+    /// Host userId.
+    pub host: Option<String>,
+    /// Host display name given at creation.
+    pub host_name: Option<String>,
+    /// Creation time (ms).
+    pub created_at: u64,
+    /// Member limit.
+    pub max_peers: usize,
+    /// Absolute expiry (ms), once the TTL runs.
+    pub expires_at: Option<u64>,
+    /// TTL (seconds), if any.
+    pub ttl_seconds: Option<u64>,
+    /// Close when the host leaves.
+    pub destroy_on_host_leave: bool,
+    /// Whether tokens need a password.
+    pub has_password: bool,
+    /// The joiner's join order.
+    pub order: u64,
+    /// The joiner's original join time (ms), kept across reconnects and moves.
+    pub connected_at: u64,
+    /// The instance that held this user's place before, when it was another one (the
+    /// join then moves the member here instead of adding it).
+    pub previous_instance: Option<String>,
+    /// Every member (the joiner included).
+    pub members: Vec<WireMember>,
+}

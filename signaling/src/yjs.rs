@@ -1,0 +1,314 @@
+//! `/yjs`: the y-webrtc signaling protocol (SPEC section 10), so an unmodified `y-webrtc`
+//! client can find its peers through Switchboard.
+//!
+//! The protocol is the reference server's (`y-webrtc/bin/server.js`): JSON text frames
+//! `subscribe` / `unsubscribe` with `topics: [..]`, `publish` with a `topic` and opaque
+//! fields, fanned out to every subscriber of the topic *including the sender* with a
+//! `clients` field (the subscriber count) added, and `ping` answered with `pong`. Nothing
+//! else is ever sent: no errors, no native heartbeats, which the y-webrtc client would not
+//! understand. What differs from the reference is the admission: the token in `?token=` is
+//! checked during the upgrade, and a connection may use only the topic equal to its
+//! token's room; other topics are ignored and counted as rejected (`room_mismatch`).
+//!
+//! Connections here are ordinary [`Conn`]s from [`Registry::open_conn`](crate::Registry),
+//! so the connection limits, draining, heartbeat pings and `PEER_TIMEOUT_SECONDS` cover
+//! them as they cover `/ws`; the rate limit and `MAX_MESSAGE_BYTES` apply per connection
+//! in the same way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::StreamExt;
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::conn::{Conn, KillReason};
+use crate::connection::{
+    write_loop, TokenBucket, WindowCounter, CLOSE_LINGER, GARBAGE_LIMIT, WRITER_GRACE,
+};
+use crate::error::ErrorCode;
+use crate::server::Shared;
+use crate::stats::{RELAY_TYPES, YJS_PUBLISH};
+use crate::time::now_ms;
+use switchboard_auth::Claims;
+
+/// Which connections are subscribed to which topic.
+#[derive(Default)]
+pub struct Hub {
+    // std Mutex: every critical section is a map update or a round of non-blocking queue
+    // pushes, never held across an await.
+    topics: Mutex<HashMap<Arc<str>, HashMap<u64, Arc<Conn>>>>,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, HashMap<u64, Arc<Conn>>>> {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `conn` to `topic` (again is a no-op).
+    pub fn subscribe(&self, topic: &Arc<str>, conn: &Arc<Conn>) {
+        self.lock()
+            .entry(topic.clone())
+            .or_default()
+            .insert(conn.id, conn.clone());
+    }
+
+    /// Removes the connection `conn_id` from `topic`; a topic nobody follows is forgotten.
+    pub fn unsubscribe(&self, topic: &str, conn_id: u64) {
+        let mut topics = self.lock();
+        if let Some(subs) = topics.get_mut(topic) {
+            subs.remove(&conn_id);
+            if subs.is_empty() {
+                topics.remove(topic);
+            }
+        }
+    }
+
+    /// Hands the frame that `build` makes from the subscriber count to every subscriber of
+    /// `topic`. Returns how many took it and the frame's size.
+    pub fn publish(&self, topic: &str, build: impl FnOnce(usize) -> Utf8Bytes) -> (u64, usize) {
+        let topics = self.lock();
+        let Some(subs) = topics.get(topic) else {
+            return (0, 0);
+        };
+        let frame = build(subs.len());
+        let delivered = subs.values().filter(|c| c.send(&frame)).count() as u64;
+        (delivered, frame.len())
+    }
+}
+
+/// Whether the reader loop goes on after a message.
+enum Flow {
+    Continue,
+    Close(KillReason),
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    /// The only topic this connection may use: its token's room.
+    room: Arc<str>,
+    subscribed: bool,
+    bucket: TokenBucket,
+    refusals: WindowCounter,
+    garbage: WindowCounter,
+}
+
+/// Runs an authenticated `/yjs` connection to its end.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    ws: WebSocketStream<TcpStream>,
+    conn: Arc<Conn>,
+    claims: Claims,
+) {
+    conn.set_native(false);
+    let (sink, mut stream) = ws.split();
+    let mut writer = tokio::spawn(write_loop(sink, conn.clone()));
+    let cfg = shared.registry.config();
+    let now = Instant::now();
+    let mut session = Session {
+        shared: shared.clone(),
+        conn: conn.clone(),
+        room: claims.room.into(),
+        subscribed: false,
+        bucket: TokenBucket::new(cfg.rate_limit_per_second, cfg.rate_limit_burst, now),
+        refusals: WindowCounter::new(now),
+        garbage: WindowCounter::new(now),
+    };
+    shared.stats.authenticated.fetch_add(1, Relaxed);
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = conn.killed() => break,
+            frame = stream.next() => {
+                let flow = match frame {
+                    Some(Ok(msg)) => {
+                        conn.touch(now_ms());
+                        match msg {
+                            Message::Text(text) => session.on_text(&text),
+                            // The reference server parses binary frames as JSON too.
+                            Message::Binary(bytes) => match std::str::from_utf8(&bytes) {
+                                Ok(text) => session.on_text(text),
+                                Err(_) => session.garbage(),
+                            },
+                            Message::Close(_) => break,
+                            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Flow::Continue,
+                        }
+                    }
+                    Some(Err(WsError::Capacity(_))) => {
+                        shared.stats.count_too_big();
+                        Flow::Close(KillReason::TooBig)
+                    }
+                    Some(Err(_)) | None => break,
+                };
+                if let Flow::Close(reason) = flow {
+                    conn.terminate(reason);
+                    break;
+                }
+            }
+        }
+    }
+
+    if conn.kill_reason() == Some(KillReason::SlowConsumer) {
+        shared.stats.slow_consumers.fetch_add(1, Relaxed);
+    }
+    if session.subscribed {
+        shared.yjs.unsubscribe(&session.room, conn.id);
+    }
+    shared.stats.authenticated.fetch_sub(1, Relaxed);
+    shared.registry.close_conn(conn.id);
+    conn.outbox.close(
+        crate::outbox::CloseSignal {
+            code: 1000,
+            reason: "",
+        },
+        false,
+    );
+    if conn.kill_reason().is_some() {
+        // We started the close: read (and discard) until the client answers it, so the
+        // close code is not lost to a reset.
+        let linger = async { while let Some(Ok(_)) = stream.next().await {} };
+        let _ = tokio::time::timeout(CLOSE_LINGER, linger).await;
+    }
+    if tokio::time::timeout(WRITER_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// The string entries of a `topics` array; anything else in it is skipped, as the
+/// reference server does.
+fn topic_list(raw: Option<&&RawValue>) -> Vec<String> {
+    raw.and_then(|r| serde_json::from_str::<Vec<serde_json::Value>>(r.get()).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| match v {
+            serde_json::Value::String(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn string_field(raw: Option<&&RawValue>) -> Option<String> {
+    raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+}
+
+impl Session {
+    /// Counts a frame that is not a JSON object; too many close the connection.
+    fn garbage(&mut self) -> Flow {
+        self.shared.stats.count_rejected(ErrorCode::InvalidMessage);
+        if self.garbage.hit(Instant::now()) >= GARBAGE_LIMIT {
+            return Flow::Close(KillReason::Policy);
+        }
+        Flow::Continue
+    }
+
+    fn on_text(&mut self, text: &str) -> Flow {
+        let now = Instant::now();
+        if !self.bucket.allow(now) {
+            // The protocol has no error message: the frame is dropped and counted.
+            self.shared.stats.count_rejected(ErrorCode::RateLimited);
+            if self.refusals.hit(now) > self.shared.registry.config().rate_limit_burst {
+                return Flow::Close(KillReason::Policy);
+            }
+            return Flow::Continue;
+        }
+        // One parse: field names owned, every value kept verbatim for the fan-out.
+        let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(text) else {
+            return self.garbage();
+        };
+        match string_field(fields.get("type")).as_deref() {
+            Some("subscribe") => {
+                for topic in topic_list(fields.get("topics")) {
+                    if *topic == *self.room {
+                        self.shared.yjs.subscribe(&self.room, &self.conn);
+                        self.subscribed = true;
+                    } else {
+                        self.shared.stats.count_rejected(ErrorCode::RoomMismatch);
+                    }
+                }
+            }
+            Some("unsubscribe") => {
+                for topic in topic_list(fields.get("topics")) {
+                    if *topic == *self.room {
+                        self.shared.yjs.unsubscribe(&self.room, self.conn.id);
+                        self.subscribed = false;
+                    } else {
+                        self.shared.stats.count_rejected(ErrorCode::RoomMismatch);
+                    }
+                }
+            }
+            Some("publish") => match string_field(fields.get("topic")) {
+                Some(topic) if *topic == *self.room => self.publish(fields),
+                Some(_) => self.shared.stats.count_rejected(ErrorCode::RoomMismatch),
+                None => self.shared.stats.count_rejected(ErrorCode::InvalidMessage),
+            },
+            Some("ping") => {
+                self.conn
+                    .send(&Utf8Bytes::from_static(r#"{"type":"pong"}"#));
+            }
+            // Like the reference server, anything else is ignored.
+            _ => self.shared.stats.count_rejected(ErrorCode::UnknownType),
+        }
+        Flow::Continue
+    }
+
+    fn publish(&self, mut fields: BTreeMap<String, &RawValue>) {
+        // A sender's own `clients` is replaced, as the reference server overwrites it.
+        fields.remove("clients");
+        let (delivered, bytes) = self.shared.yjs.publish(&self.room, |clients| {
+            // A map of strings to valid JSON values always serializes, and it is never
+            // empty here (it holds `type` and `topic`): `{...}` gets one more field.
+            let mut out = serde_json::to_string(&fields).expect("JSON object serializes");
+            out.pop();
+            out.push_str(&format!(",\"clients\":{clients}}}"));
+            out.into()
+        });
+        let index = RELAY_TYPES
+            .iter()
+            .position(|t| *t == YJS_PUBLISH)
+            .unwrap_or(0);
+        self.shared
+            .stats
+            .count_relayed(index, delivered, bytes as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_reaches_every_subscriber_with_the_count() {
+        let hub = Hub::default();
+        let topic: Arc<str> = "r1".into();
+        let a = Arc::new(Conn::new(1, 4, 0));
+        let b = Arc::new(Conn::new(2, 4, 0));
+        hub.subscribe(&topic, &a);
+        hub.subscribe(&topic, &a);
+        hub.subscribe(&topic, &b);
+        let (n, _) = hub.publish("r1", |clients| {
+            assert_eq!(clients, 2);
+            Utf8Bytes::from_static("x")
+        });
+        assert_eq!(n, 2);
+        assert_eq!(hub.publish("r2", |_| unreachable!()), (0, 0));
+        hub.unsubscribe("r1", 1);
+        hub.unsubscribe("r1", 2);
+        assert!(hub.lock().is_empty());
+    }
+
+    #[test]
+    fn topics_keep_only_strings() {
+        let raw: &RawValue = serde_json::from_str(r#"["a", 1, null, "b"]"#).unwrap();
+        assert_eq!(topic_list(Some(&raw)), vec!["a", "b"]);
+        assert!(topic_list(None).is_empty());
+    }
+}

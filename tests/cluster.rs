@@ -1,0 +1,333 @@
+//! Cluster mode against real processes: a real `redis-server` started on a free port and
+//! two or three real Switchboard instances sharing it and one `JWT_SECRET`.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "cluster-admin-key";
+
+/// A `redis-server` on a free loopback port; killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Redis { child: None, port };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (./scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port, empty.
+    fn restart_empty(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn instance(redis: &Redis, extra: &[(&str, &str)]) -> Server {
+    let url = redis.url();
+    let mut vars = vec![("REDIS_URL", url.as_str()), ("ADMIN_API_KEY", ADMIN)];
+    vars.extend_from_slice(extra);
+    let server = Server::start(&vars);
+    server
+}
+
+async fn wait_cluster_ok(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = server.get("/health").await;
+        if h.body["cluster"]["redis"] == "ok" {
+            assert_eq!(h.body["cluster"]["mode"], "redis");
+            return;
+        }
+        assert!(Instant::now() < deadline, "instance never reached Redis: {}", h.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn pair() -> (Redis, Server, Server) {
+    let redis = Redis::start();
+    let a = instance(&redis, &[]);
+    let b = instance(&redis, &[]);
+    wait_cluster_ok(&a).await;
+    wait_cluster_ok(&b).await;
+    (redis, a, b)
+}
+
+/// Joins `user` on `server` with a token fetched from `token_from`.
+async fn join_via(server: &Server, token_from: &Server, user: &str, room: &str) -> (WsClient, Value) {
+    let token = token_from.token(user, room).await;
+    let mut c = server.connect(&token).await;
+    c.send_json(json!({"type": "join-room"})).await;
+    let joined = c.recv_type("room-joined").await;
+    (c, joined)
+}
+
+#[tokio::test]
+async fn peers_on_two_instances_see_each_other_and_relay_byte_identical() {
+    let (_redis, a, b) = pair().await;
+    let (mut u1, _) = join_via(&a, &a, "u1", "r1").await;
+    // Token issued by A, used on B.
+    let (mut u2, joined) = join_via(&b, &a, "u2", "r1").await;
+    let peers = joined["data"]["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{joined}");
+    assert_eq!(peers[0]["userId"], "u1");
+    assert_eq!(peers[0]["isHost"], true);
+    assert_eq!(joined["data"]["room"]["peerCount"], 2);
+    let pj = u1.recv_type("peer-joined").await;
+    assert_eq!(pj["from"], "u2");
+
+    let offer = r#"{"sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n","x":[1,2.50,{"é":"\u00e9"}],  "n" : null}"#;
+    u1.send_text(&format!(r#"{{"type":"sdp-offer","data":{{"peer":"u2","offer":{offer}}}}}"#)).await;
+    let raw = u2.recv_raw().await;
+    assert!(raw.contains(&format!(r#""offer":{offer}"#)), "payload changed across instances: {raw}");
+    let v: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!((v["type"].as_str(), v["from"].as_str(), v["roomId"].as_str()), (Some("sdp-offer"), Some("u1"), Some("r1")));
+
+    let answer = r#"{"type":"answer","sdp":"v=0 answer"}"#;
+    u2.send_text(&format!(r#"{{"type":"sdp-answer","data":{{"peer":"u1","answer":{answer}}}}}"#)).await;
+    let raw = u1.recv_raw().await;
+    assert!(raw.contains(&format!(r#""answer":{answer}"#)), "{raw}");
+    u2.send_json(json!({"type": "ice-candidate", "data": {"peer": "u1", "candidate": {"candidate": "c1", "sdpMid": "0"}}}))
+        .await;
+    let c = u1.recv_type("ice-candidate").await;
+    assert_eq!(c["data"]["candidate"]["candidate"], "c1");
+    assert_eq!(c["from"], "u2");
+
+    // Broadcasts cross too, and never come back to the sender.
+    u2.send_json(json!({"type": "cursor-update", "data": {"line": 3, "column": 7}})).await;
+    let cur = u1.recv_type("cursor-update").await;
+    assert_eq!(cur["data"], json!({"line": 3, "column": 7}));
+    u1.send_json(json!({"type": "presence", "data": {"status": "idle"}})).await;
+    assert_eq!(u2.recv_type("presence").await["data"]["status"], "idle");
+    u1.send_json(json!({"type": "message", "data": {"text": "hi"}})).await;
+    assert_eq!(u2.recv_type("message").await["data"]["text"], "hi");
+    u1.expect_no_message(Duration::from_millis(200)).await;
+
+    // Both instances answer the room from Redis.
+    let room = b.get("/api/rooms/r1").await.body;
+    assert_eq!(room["peerCount"], 2, "{room}");
+    assert_eq!(room["hostId"], "u1");
+}
+
+#[tokio::test]
+async fn leave_and_host_change_reach_the_other_instance() {
+    let (_redis, a, b) = pair().await;
+    let (mut host, _) = join_via(&a, &a, "host", "r1").await;
+    let (mut second, _) = join_via(&b, &b, "second", "r1").await;
+    let (mut third, _) = join_via(&a, &a, "third", "r1").await;
+    host.recv_type("peer-joined").await;
+    host.recv_type("peer-joined").await;
+    second.recv_type("peer-joined").await;
+
+    host.send_json(json!({"type": "leave-room"})).await;
+    host.recv_type("room-left").await;
+    for c in [&mut second, &mut third] {
+        let left = c.recv_type("peer-left").await;
+        assert_eq!((left["from"].as_str(), left["data"]["reason"].as_str()), (Some("host"), Some("left")));
+        let hc = c.recv_type("host-changed").await;
+        assert_eq!(hc["data"]["hostId"], "second", "the longest-present peer becomes host everywhere");
+    }
+    let room = a.get("/api/rooms/r1").await.body;
+    assert_eq!(room["hostId"], "second");
+    assert_eq!(room["peerCount"], 2);
+    // The new host (on B) may close the room; the peer on A is told.
+    second.send_json(json!({"type": "close-room"})).await;
+    let (msgs, code) = third.drain_until_close(Duration::from_secs(5)).await;
+    assert_eq!(code, 4010);
+    assert!(msgs.iter().any(|m| m["type"] == "room-closed" && m["data"]["reason"] == "host-closed"), "{msgs:?}");
+    a.post("/api/auth/token", &json!({"userId": "x", "roomId": "r1"})).await.assert_error(410, "ROOM_CLOSED");
+}
+
+#[tokio::test]
+async fn delete_on_one_instance_closes_peers_on_the_other() {
+    let (_redis, a, b) = pair().await;
+    let (mut p1, _) = join_via(&b, &b, "p1", "r1").await;
+    let (mut p2, _) = join_via(&b, &b, "p2", "r1").await;
+    p1.recv_type("peer-joined").await;
+    let r = a.request(reqwest::Method::DELETE, "/api/rooms/r1", Some(ADMIN), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for c in [&mut p1, &mut p2] {
+        let (msgs, code) = c.drain_until_close(Duration::from_secs(5)).await;
+        assert_eq!(code, 4010);
+        assert_eq!(msgs.last().unwrap()["data"]["reason"], "deleted", "{msgs:?}");
+    }
+    b.get("/api/rooms/r1").await.assert_error(410, "ROOM_CLOSED");
+}
+
+#[tokio::test]
+async fn max_peers_holds_when_the_last_slot_is_raced_from_both_instances() {
+    let (_redis, a, b) = pair().await;
+    for round in 0..5 {
+        let room = format!("race{round}");
+        let created = a.post("/api/rooms", &json!({"roomId": room, "maxPeers": 2})).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let (_first, _) = join_via(&a, &a, "first", &room).await;
+        let ta = a.token("on-a", &room).await;
+        let tb = b.token("on-b", &room).await;
+        let mut ca = a.connect(&ta).await;
+        let mut cb = b.connect(&tb).await;
+        let join = json!({"type": "join-room"});
+        tokio::join!(ca.send_json(join.clone()), cb.send_json(join));
+        let (ra, rb) = tokio::join!(ca.recv(), cb.recv());
+        let results = [ra["type"].as_str().unwrap().to_owned(), rb["type"].as_str().unwrap().to_owned()];
+        let joined = results.iter().filter(|t| *t == "room-joined").count();
+        assert_eq!(joined, 1, "exactly one of the racers may join: {ra} / {rb}");
+        let refused = if ra["type"] == "error" { &ra } else { &rb };
+        assert_eq!(refused["data"]["code"], "ROOM_FULL");
+        assert_eq!(b.get(&format!("/api/rooms/{room}")).await.body["peerCount"], 2);
+    }
+}
+
+#[tokio::test]
+async fn same_user_on_another_instance_replaces_the_old_connection() {
+    let (_redis, a, b) = pair().await;
+    let (mut other, _) = join_via(&a, &a, "other", "r1").await;
+    let (mut old, _) = join_via(&a, &a, "u1", "r1").await;
+    other.recv_type("peer-joined").await;
+    let (mut new, joined) = join_via(&b, &b, "u1", "r1").await;
+    assert_eq!(joined["data"]["self"]["userId"], "u1");
+    let (msgs, code) = old.drain_until_close(Duration::from_secs(5)).await;
+    assert_eq!(code, 4009);
+    assert_eq!(msgs, vec![json!({"type": "replaced"})]);
+    let back = other.recv_type("peer-reconnected").await;
+    assert_eq!(back["from"], "u1");
+    other.expect_no_message(Duration::from_millis(300)).await;
+    // Relays now reach the new connection on B.
+    other.send_json(json!({"type": "sdp-offer", "data": {"peer": "u1", "offer": {"n": 1}}})).await;
+    assert_eq!(new.recv_type("sdp-offer").await["data"]["offer"]["n"], 1);
+}
+
+#[tokio::test]
+async fn killed_instance_peers_leave_within_the_documented_bound() {
+    let (_redis, mut a, b) = pair().await;
+    // The doomed peer hosts the room, so its removal also hands the host role over.
+    let (_doomed, _) = join_via(&a, &a, "doomed", "r1").await;
+    let (mut survivor, _) = join_via(&b, &b, "survivor", "r1").await;
+    let killed_at = Instant::now();
+    let status = Command::new("kill").args(["-KILL", &a.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert!(a.wait_exit(Duration::from_secs(5)).is_some());
+    // Documented bound with default settings: INSTANCE_TIMEOUT_SECONDS (6) + 2 s.
+    let left = survivor.recv_within(Duration::from_secs(12)).await;
+    assert_eq!(left["type"], "peer-left", "{left}");
+    assert_eq!((left["from"].as_str(), left["data"]["reason"].as_str()), (Some("doomed"), Some("disconnected")));
+    let took = killed_at.elapsed();
+    assert!(took <= Duration::from_secs(8), "took {took:?}");
+    let hc = survivor.recv_type("host-changed").await;
+    assert_eq!(hc["data"]["hostId"], "survivor");
+    let room = b.get("/api/rooms/r1").await.body;
+    assert_eq!(room["peerCount"], 1, "ghost peer left in Redis: {room}");
+}
+
+#[tokio::test]
+async fn redis_outage_degrades_health_keeps_local_relay_and_recovers_from_empty_redis() {
+    let (mut redis, a, b) = pair().await;
+    let (mut a1, _) = join_via(&a, &a, "a1", "r1").await;
+    let (mut a2, _) = join_via(&a, &a, "a2", "r1").await;
+    let (mut b1, _) = join_via(&b, &b, "b1", "r1").await;
+    a1.recv_type("peer-joined").await;
+    a1.recv_type("peer-joined").await;
+    a2.recv_type("peer-joined").await;
+
+    redis.stop();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let h = a.get("/health").await;
+        if h.status == 503 {
+            assert_eq!(h.body["status"], "degraded");
+            assert_eq!(h.body["cluster"]["redis"], "down");
+            break;
+        }
+        assert!(Instant::now() < deadline, "health never degraded: {}", h.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Peers on the same instance still relay among themselves.
+    a1.send_json(json!({"type": "sdp-offer", "data": {"peer": "a2", "offer": {"during": "outage"}}})).await;
+    assert_eq!(a2.recv_type("sdp-offer").await["data"]["offer"]["during"], "outage");
+
+    redis.restart_empty();
+    wait_cluster_ok(&a).await;
+    wait_cluster_ok(&b).await;
+    // State is rebuilt from the instances and cross-instance relay works again.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let room = b.get("/api/rooms/r1").await;
+        if room.status == 200 && room.body["peerCount"] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis state not rebuilt: {}", room.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b1.send_json(json!({"type": "sdp-offer", "data": {"peer": "a1", "offer": {"after": "restart"}}})).await;
+    assert_eq!(a1.recv_type("sdp-offer").await["data"]["offer"]["after"], "restart");
+    a2.send_json(json!({"type": "sdp-answer", "data": {"peer": "b1", "answer": {"ok": true}}})).await;
+    assert_eq!(b1.recv_type("sdp-answer").await["data"]["answer"]["ok"], true);
+    // No instance was declared dead while the liveness keys were being rewritten.
+    a1.expect_no_message(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn cluster_wide_room_rules_hold() {
+    let (_redis, a, b) = pair().await;
+    // ROOM_EXISTS across instances.
+    assert_eq!(a.post("/api/rooms", &json!({"roomId": "x"})).await.status, 201);
+    b.post("/api/rooms", &json!({"roomId": "x"})).await.assert_error(409, "ROOM_EXISTS");
+    let token = b.token("creator", "y").await;
+    let (_y, _) = join_via(&a, &a, "first", "y").await;
+    let mut c = b.connect(&token).await;
+    c.send_json(json!({"type": "create-room", "data": {"roomName": "Y"}})).await;
+    c.recv_error("ROOM_EXISTS").await;
+    // Password rooms created on A check passwords on B.
+    let r = a.post("/api/rooms", &json!({"roomId": "pw", "password": "s3cret"})).await;
+    assert_eq!(r.status, 201);
+    b.post("/api/auth/token", &json!({"userId": "u", "roomId": "pw"})).await.assert_error(401, "INVALID_PASSWORD");
+    let ok = b.post("/api/auth/token", &json!({"userId": "u", "roomId": "pw", "password": "s3cret"})).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // Admin listing and stats are cluster-wide.
+    let list = b.request(reqwest::Method::GET, "/api/rooms", Some(ADMIN), None).await.body;
+    let ids: Vec<&str> = list["rooms"].as_array().unwrap().iter().map(|r| r["roomId"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["pw", "x", "y"], "{list}");
+    assert_eq!(b.get("/stats").await.body["cluster"]["activeRooms"], 3);
+}
