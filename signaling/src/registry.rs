@@ -88,7 +88,7 @@ pub struct Admission {
 pub struct Counts {
     /// Rooms in the index.
     pub rooms: usize,
-    /// Members of all rooms, reconnecting ones included.
+    /// Members of all rooms held by this instance, reconnecting ones included.
     pub peers: usize,
 }
 
@@ -601,7 +601,9 @@ impl Registry {
     /// Room and member counts.
     pub fn counts(&self) -> Counts {
         let rooms: Vec<Arc<Room>> = lock(&self.index).rooms.values().cloned().collect();
-        let peers = rooms.iter().map(|r| lock(&r.inner).peers.len()).sum();
+        // Members held by this instance (in cluster mode, mirrored remote ones are counted
+        // by their own instance).
+        let peers = rooms.iter().map(|r| lock(&r.inner).local_members()).sum();
         Counts { rooms: rooms.len(), peers }
     }
 
