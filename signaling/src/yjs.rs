@@ -36,16 +36,19 @@ use crate::stats::{RELAY_TYPES, YJS_PUBLISH};
 use crate::time::now_ms;
 use switchboard_auth::Claims;
 
+/// Topic → subscribed connections by id.
+type Topics = HashMap<Arc<str>, HashMap<u64, Arc<Conn>>>;
+
 /// Which connections are subscribed to which topic.
 #[derive(Default)]
 pub struct Hub {
     // std Mutex: every critical section is a map update or a round of non-blocking queue
     // pushes, never held across an await.
-    topics: Mutex<HashMap<Arc<str>, HashMap<u64, Arc<Conn>>>>,
+    topics: Mutex<Topics>,
 }
 
 impl Hub {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, HashMap<u64, Arc<Conn>>>> {
+    fn lock(&self) -> MutexGuard<'_, Topics> {
         self.topics.lock().unwrap_or_else(|p| p.into_inner())
     }
 
