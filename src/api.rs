@@ -779,7 +779,10 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(openapi)
         .unify()
         .or(crate::ops::routes(app))
-        .unify();
+        .unify()
+        // Boxed: the combined filter type is otherwise deep enough to overflow the
+        // compiler's trait recursion in release builds.
+        .boxed();
 
     let answered = api
         .with(cors)
