@@ -19,3 +19,5 @@ fi
 command -v redis-server >/dev/null || { echo "test.sh: redis-server could not be installed" >&2; exit 1; }
 
 cargo test --workspace --all-targets
+# The HTTP API against docs/openapi.json (schemathesis, installed into .venv-test/).
+./scripts/schemathesis.sh
