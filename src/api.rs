@@ -780,6 +780,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .unify()
         .or(crate::ops::routes(app))
         .unify()
+        .or(crate::web::routes())
+        .unify()
         // Boxed: the combined filter type is otherwise deep enough to overflow the
         // compiler's trait recursion in release builds.
         .boxed();

@@ -834,7 +834,11 @@ async fn unknown_route_is_not_found() {
         .get("/api/nothing-here")
         .await
         .assert_error(404, "NOT_FOUND");
-    server.get("/").await.assert_error(404, "NOT_FOUND");
+    // `/` is the demo page (tests/web.rs); other unknown paths are JSON 404s.
+    server
+        .get("/nope.html")
+        .await
+        .assert_error(404, "NOT_FOUND");
 }
 
 #[tokio::test]
