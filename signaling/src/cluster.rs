@@ -493,11 +493,18 @@ impl RedisCluster {
 
     async fn subscribe_loop(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
+        let mut subscribed_before = false;
         loop {
             match self.client.get_async_pubsub().await {
                 Ok(mut pubsub) => {
                     if pubsub.subscribe(channel(&self.instance)).await.is_ok() {
                         backoff = Duration::from_millis(100);
+                        if subscribed_before {
+                            // Whatever was sent to us while we were away is lost: exchange
+                            // state again now that we can hear the answers.
+                            self.resync().await;
+                        }
+                        subscribed_before = true;
                         let mut stream = pubsub.on_message();
                         while let Some(msg) = stream.next().await {
                             let payload: &[u8] = msg.get_payload_bytes();
