@@ -9,6 +9,9 @@ need_apt=()
 command -v cargo >/dev/null || { echo "test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
 # Cluster-mode tests start their own redis-server processes on free ports.
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# End-to-end tests drive Debian's chromium with playwright-core (no browser download).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v npm >/dev/null || need_apt+=(nodejs npm)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}"
@@ -17,7 +20,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 command -v redis-server >/dev/null || { echo "test.sh: redis-server could not be installed" >&2; exit 1; }
+[ -x /usr/bin/chromium ] || { echo "test.sh: /usr/bin/chromium could not be installed" >&2; exit 1; }
+command -v npm >/dev/null || { echo "test.sh: node and npm could not be installed" >&2; exit 1; }
+if [ ! -d e2e/node_modules ]; then
+  echo "test.sh: installing the e2e dependencies (npm ci)"
+  (cd e2e && npm ci --no-audit --no-fund)
+fi
 
 cargo test --workspace --all-targets
 # The HTTP API against docs/openapi.json (schemathesis, installed into .venv-test/).
 ./scripts/schemathesis.sh
+# End-to-end: real browsers against the binary cargo test built (the demo page, y-webrtc).
+[ -x target/debug/switchboard ] || cargo build
+(cd e2e && npm test)
