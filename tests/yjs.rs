@@ -219,7 +219,7 @@ async fn only_websocket_pings_keep_a_yjs_connection_alive() {
     // without a native `force-leave`.
     let timeouts = "switchboard_heartbeat_timeouts_total";
     let before = metric(&server, timeouts).await;
-    let mut silent = yjs_client(&server, "ys", "doc-1").await;
+    let silent = yjs_client(&server, "ys", "doc-1").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(8);
     while metric(&server, timeouts).await == before {
         assert!(std::time::Instant::now() < deadline, "no heartbeat timeout");
