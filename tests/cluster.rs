@@ -331,3 +331,35 @@ async fn cluster_wide_room_rules_hold() {
     assert_eq!(ids, ["pw", "x", "y"], "{list}");
     assert_eq!(b.get("/stats").await.body["cluster"]["activeRooms"], 3);
 }
+
+#[tokio::test]
+async fn yjs_publishes_reach_subscribers_on_other_instances() {
+    let (_redis, a, b) = pair().await;
+    let yjs = |server: &Server, token: String| {
+        let url = format!("ws://{}/yjs?token={}", server.signaling_addr, token);
+        async move { WsClient::connect(&url, None).await.expect("/yjs upgrade") }
+    };
+    let mut on_a = yjs(&a, a.token("ya", "doc").await).await;
+    let mut on_b = yjs(&b, b.token("yb", "doc").await).await;
+    for c in [&mut on_a, &mut on_b] {
+        c.send_json(json!({"type": "subscribe", "topics": ["doc"]})).await;
+        c.send_json(json!({"type": "ping"})).await;
+        assert_eq!(c.recv().await, json!({"type": "pong"}));
+    }
+    // Subscriptions travel through Redis; y-webrtc re-announces, so retry like it does.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        on_a.send_json(json!({"type": "publish", "topic": "doc", "data": {"type": "announce", "from": "ya"}})).await;
+        let own = on_a.recv().await;
+        assert_eq!(own["data"]["from"], "ya", "the sender gets its own publish: {own}");
+        match on_b.next_frame(Duration::from_millis(200)).await {
+            Some(Incoming::Text(t)) => break serde_json::from_str::<Value>(&t).unwrap(),
+            None => assert!(Instant::now() < deadline, "publish never crossed instances"),
+            Some(other) => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(got["type"], "publish");
+    assert_eq!(got["topic"], "doc");
+    assert_eq!(got["data"], json!({"type": "announce", "from": "ya"}));
+    assert!(got["clients"].is_u64(), "{got}");
+}

@@ -119,6 +119,12 @@ pub enum Event {
         /// Room id.
         room: String,
     },
+    /// A `/yjs` publish: deliver the attached fields (a JSON object without `clients`) to
+    /// the local subscribers of `room` (the topic).
+    YjsPublish {
+        /// Topic (the room id).
+        room: String,
+    },
     /// After a Redis outage: the sender's members of a room, to merge.
     Hello {
         /// Room id.
@@ -140,6 +146,7 @@ impl Event {
             | Event::Relay { room, .. }
             | Event::Broadcast { room, .. }
             | Event::Activity { room }
+            | Event::YjsPublish { room }
             | Event::Hello { room, .. } => room,
         }
     }
@@ -182,6 +189,18 @@ pub enum Store {
     DeleteIfEmpty {
         /// Room id.
         room: Arc<str>,
+    },
+    /// This instance has (or no longer has) `/yjs` subscribers of `topic`.
+    YjsTopic {
+        /// Topic.
+        topic: Arc<str>,
+        /// Whether it has any.
+        subscribed: bool,
+    },
+    /// Publish the op's event to every other instance with subscribers of `topic`.
+    YjsFanout {
+        /// Topic.
+        topic: Arc<str>,
     },
 }
 

@@ -59,6 +59,9 @@ fn tomb_key(room: &str) -> String {
 fn alive_key(instance: &str) -> String {
     format!("sb:a:{instance}")
 }
+fn yjs_key(topic: &str) -> String {
+    format!("sb:y:{topic}")
+}
 fn channel(instance: &str) -> String {
     format!("sb:i:{instance}")
 }
@@ -242,6 +245,7 @@ pub struct RedisCluster {
     ops_rx: Mutex<Option<mpsc::Receiver<Op>>>,
     healthy: AtomicBool,
     registry: OnceLock<Arc<Registry>>,
+    yjs_cache: Mutex<HashMap<Arc<str>, (tokio::time::Instant, Vec<String>)>>,
     scripts: Scripts,
     config: ClusterConfig,
     logged_drop: AtomicBool,
@@ -349,6 +353,7 @@ impl RedisCluster {
             ops_rx: Mutex::new(Some(ops_rx)),
             healthy: AtomicBool::new(false),
             registry: OnceLock::new(),
+            yjs_cache: Mutex::new(HashMap::new()),
             scripts: Scripts {
                 join: Script::new(JOIN_LUA),
                 close: Script::new(CLOSE_LUA),
@@ -420,6 +425,17 @@ impl RedisCluster {
                         }
                         continue;
                     }
+                    Some(Store::YjsFanout { topic }) => {
+                        let targets = self.yjs_instances(&topic).await;
+                        if let Some(event) = &op.event {
+                            let payload = encode(event, op.frame.as_ref());
+                            for to in &targets {
+                                pipe.publish(channel(to), payload.as_slice()).ignore();
+                                pending = true;
+                            }
+                        }
+                        continue;
+                    }
                     Some(store) => {
                         self.add_store(&mut pipe, &store);
                         pending = true;
@@ -473,8 +489,33 @@ impl RedisCluster {
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                 pipe.add_command(eval(DELETE_IF_EMPTY_LUA, &keys, &[room])).ignore();
             }
-            Store::Close { .. } => {}
+            Store::YjsTopic { topic, subscribed: true } => {
+                pipe.sadd(yjs_key(topic), &*self.instance).ignore();
+                pipe.pexpire(yjs_key(topic), KEY_TTL.as_millis() as i64).ignore();
+            }
+            Store::YjsTopic { topic, subscribed: false } => {
+                pipe.srem(yjs_key(topic), &*self.instance).ignore();
+            }
+            Store::Close { .. } | Store::YjsFanout { .. } => {}
         }
+    }
+
+    /// Instances with `/yjs` subscribers of `topic` other than this one (cached a second).
+    async fn yjs_instances(&self, topic: &Arc<str>) -> Vec<String> {
+        let now = tokio::time::Instant::now();
+        if let Some((at, list)) = self.yjs_cache.lock().unwrap_or_else(|p| p.into_inner()).get(topic) {
+            if now.duration_since(*at) < Duration::from_secs(1) {
+                return list.clone();
+            }
+        }
+        let mut list: Vec<String> = self.conn.clone().smembers(yjs_key(topic)).await.unwrap_or_default();
+        list.retain(|i| *i != *self.instance);
+        let mut cache = self.yjs_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(topic.clone(), (now, list.clone()));
+        list
     }
 
     fn leave_cmd(room: &str, user: &str, instance: &str) -> redis::Cmd {
@@ -578,6 +619,10 @@ impl RedisCluster {
             pipe.pexpire(room_key(&room.room_id), ttl).ignore();
             pipe.pexpire(members_key(&room.room_id), ttl).ignore();
         }
+        for topic in registry.yjs_topics() {
+            pipe.sadd(yjs_key(&topic), &*self.instance).ignore();
+            pipe.pexpire(yjs_key(&topic), ttl).ignore();
+        }
         let _: Result<(), _> = pipe.query_async(&mut self.conn.clone()).await;
     }
 
@@ -604,6 +649,7 @@ impl RedisCluster {
     /// room who is here; merges what Redis knows into the local mirrors.
     async fn resync(&self) {
         let Some(registry) = self.registry() else { return };
+        self.refresh_keys().await;
         for room in registry.local_rooms() {
             let g = &room.grant;
             let mut inv = self.scripts.restore.key(room_key(&room.room_id));

@@ -24,7 +24,7 @@ pub mod registry;
 pub mod server;
 pub mod stats;
 mod time;
-mod yjs;
+pub mod yjs;
 
 pub use config::SignalingConfig;
 pub use error::ErrorCode;

@@ -307,6 +307,7 @@ pub struct Registry {
     refuse_new_rooms: AtomicBool,
     next_conn_id: AtomicU64,
     cluster: OnceLock<Arc<dyn ClusterLink>>,
+    yjs: crate::yjs::Hub,
     // Anchor for turning `Instant`s into wall-clock milliseconds.
     epoch: (Instant, u64),
 }
@@ -324,6 +325,7 @@ impl Registry {
             refuse_new_rooms: AtomicBool::new(false),
             next_conn_id: AtomicU64::new(1),
             cluster: OnceLock::new(),
+            yjs: crate::yjs::Hub::default(),
             epoch: (Instant::now(), now_ms()),
         })
     }
@@ -1033,11 +1035,65 @@ impl Registry {
         }
     }
 
+    // ---- /yjs topics ----------------------------------------------------------------
+
+    /// Subscribes a `/yjs` connection to `topic`.
+    pub fn yjs_subscribe(&self, topic: &Arc<str>, conn: &Arc<Conn>) {
+        if self.yjs.subscribe(topic, conn) {
+            self.emit(Op {
+                store: Some(Store::YjsTopic { topic: topic.clone(), subscribed: true }),
+                to: Vec::new(),
+                event: None,
+                frame: None,
+            });
+        }
+    }
+
+    /// Unsubscribes a `/yjs` connection from `topic`.
+    pub fn yjs_unsubscribe(&self, topic: &Arc<str>, conn_id: u64) {
+        if self.yjs.unsubscribe(topic, conn_id) {
+            self.emit(Op {
+                store: Some(Store::YjsTopic { topic: topic.clone(), subscribed: false }),
+                to: Vec::new(),
+                event: None,
+                frame: None,
+            });
+        }
+    }
+
+    /// Fans a `/yjs` publish out to the local subscribers and, in cluster mode, to the other
+    /// instances with subscribers. `fields` is the message without `clients`, as JSON.
+    /// Returns local deliveries and the frame size.
+    pub fn yjs_publish(&self, topic: &Arc<str>, fields: String) -> (u64, usize) {
+        let delivered = self.yjs.publish(topic, &fields);
+        if self.cluster.get().is_some() {
+            self.emit(Op {
+                store: Some(Store::YjsFanout { topic: topic.clone() }),
+                to: Vec::new(),
+                event: Some(Event::YjsPublish { room: topic.to_string() }),
+                frame: Some(fields.into()),
+            });
+        }
+        delivered
+    }
+
+    /// Topics with local `/yjs` subscribers.
+    pub fn yjs_topics(&self) -> Vec<Arc<str>> {
+        self.yjs.topics()
+    }
+
     // ---- cluster events -------------------------------------------------------------
 
     /// Applies what another instance told us.
     pub fn apply(&self, event: Event, frame: Option<Utf8Bytes>) {
         let now = Instant::now();
+        if let Event::YjsPublish { room } = &event {
+            if let Some(fields) = frame {
+                let (delivered, bytes) = self.yjs.publish(room, fields.as_str());
+                self.stats.count_relayed(crate::stats::yjs_index(), delivered, bytes as u64);
+            }
+            return;
+        }
         let room = {
             let mut index = lock(&self.index);
             match index.rooms.get(event.room()).cloned() {
@@ -1131,6 +1187,7 @@ impl Registry {
                 st.last_activity = now;
             }
             Event::Activity { .. } => st.last_activity = now,
+            Event::YjsPublish { .. } => {}
         }
         None
     }
@@ -1334,6 +1391,7 @@ impl Registry {
             }
         }
         st.closed = Some(Closure::Tombstoned);
+        self.yjs.close_topic(&room.id);
         tracing::debug!(room = %room.id, reason = reason.as_str(), "room closed");
         Closure::Tombstoned
     }

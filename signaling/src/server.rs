@@ -33,8 +33,6 @@ pub(crate) struct Shared {
     pub(crate) registry: Arc<Registry>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) keys: TokenKeys,
-    /// `/yjs` topic subscriptions.
-    pub(crate) yjs: crate::yjs::Hub,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     draining: AtomicBool,
     ws_config: WebSocketConfig,
@@ -123,7 +121,6 @@ impl SignalingServer {
                 registry,
                 stats,
                 keys,
-                yjs: crate::yjs::Hub::default(),
                 per_ip: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
                 ws_config,

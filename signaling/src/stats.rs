@@ -18,6 +18,11 @@ pub const RELAY_TYPES: [&str; 7] = [
 /// The relay type label of `/yjs` publishes (one count per subscriber that received one).
 pub const YJS_PUBLISH: &str = "yjs-publish";
 
+/// Index of [`YJS_PUBLISH`] in [`RELAY_TYPES`].
+pub fn yjs_index() -> usize {
+    RELAY_TYPES.iter().position(|t| *t == YJS_PUBLISH).unwrap_or(0)
+}
+
 /// Reasons a client message is rejected, in the order of their counters: every wire error
 /// code in lower case, plus `message_too_big` for frames closed with 1009.
 pub const REJECT_REASONS: [&str; 23] = [

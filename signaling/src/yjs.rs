@@ -32,7 +32,7 @@ use crate::connection::{
 };
 use crate::error::ErrorCode;
 use crate::server::Shared;
-use crate::stats::{RELAY_TYPES, YJS_PUBLISH};
+use crate::stats::yjs_index;
 use crate::time::now_ms;
 use switchboard_auth::Claims;
 
@@ -52,36 +52,63 @@ impl Hub {
         self.topics.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds `conn` to `topic` (again is a no-op).
-    pub fn subscribe(&self, topic: &Arc<str>, conn: &Arc<Conn>) {
-        self.lock()
-            .entry(topic.clone())
-            .or_default()
-            .insert(conn.id, conn.clone());
+    /// Adds `conn` to `topic` (again is a no-op). Returns true when the topic had no local
+    /// subscriber before.
+    pub fn subscribe(&self, topic: &Arc<str>, conn: &Arc<Conn>) -> bool {
+        let mut topics = self.lock();
+        let subs = topics.entry(topic.clone()).or_default();
+        let first = subs.is_empty();
+        subs.insert(conn.id, conn.clone());
+        first
     }
 
     /// Removes the connection `conn_id` from `topic`; a topic nobody follows is forgotten.
-    pub fn unsubscribe(&self, topic: &str, conn_id: u64) {
+    /// Returns true when that removed the last local subscriber.
+    pub fn unsubscribe(&self, topic: &str, conn_id: u64) -> bool {
         let mut topics = self.lock();
         if let Some(subs) = topics.get_mut(topic) {
-            subs.remove(&conn_id);
-            if subs.is_empty() {
+            if subs.remove(&conn_id).is_some() && subs.is_empty() {
                 topics.remove(topic);
+                return true;
             }
         }
+        false
     }
 
-    /// Hands the frame that `build` makes from the subscriber count to every subscriber of
-    /// `topic`. Returns how many took it and the frame's size.
-    pub fn publish(&self, topic: &str, build: impl FnOnce(usize) -> Utf8Bytes) -> (u64, usize) {
+    /// Hands `fields` (a publish as a JSON object, without `clients`) to every subscriber
+    /// of `topic`, with `clients` set to the number of subscribers here. Returns how many
+    /// took it and the frame's size.
+    pub fn publish(&self, topic: &str, fields: &str) -> (u64, usize) {
         let topics = self.lock();
         let Some(subs) = topics.get(topic) else {
             return (0, 0);
         };
-        let frame = build(subs.len());
+        let frame = with_clients(fields, subs.len());
         let delivered = subs.values().filter(|c| c.send(&frame)).count() as u64;
         (delivered, frame.len())
     }
+
+    /// Topics with at least one subscriber here.
+    pub fn topics(&self) -> Vec<Arc<str>> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Disconnects every subscriber of a topic whose room closed (4010).
+    pub fn close_topic(&self, topic: &str) {
+        if let Some(subs) = self.lock().remove(topic) {
+            for conn in subs.values() {
+                conn.terminate(KillReason::RoomClosed);
+            }
+        }
+    }
+}
+
+/// `fields` (a JSON object) with `"clients": n` appended.
+fn with_clients(fields: &str, clients: usize) -> Utf8Bytes {
+    let body = fields.trim_end();
+    let body = body.strip_suffix('}').unwrap_or(body);
+    let sep = if body.trim_end().ends_with('{') { "" } else { "," };
+    format!("{body}{sep}\"clients\":{clients}}}").into()
 }
 
 /// Whether the reader loop goes on after a message.
@@ -161,7 +188,7 @@ pub(crate) async fn run(
         shared.stats.slow_consumers.fetch_add(1, Relaxed);
     }
     if session.subscribed {
-        shared.yjs.unsubscribe(&session.room, conn.id);
+        shared.registry.yjs_unsubscribe(&session.room, conn.id);
     }
     shared.stats.authenticated.fetch_sub(1, Relaxed);
     shared.registry.close_conn(conn.id);
@@ -231,7 +258,7 @@ impl Session {
             Some("subscribe") => {
                 for topic in topic_list(fields.get("topics")) {
                     if *topic == *self.room {
-                        self.shared.yjs.subscribe(&self.room, &self.conn);
+                        self.shared.registry.yjs_subscribe(&self.room, &self.conn);
                         self.subscribed = true;
                     } else {
                         self.shared.stats.count_rejected(ErrorCode::RoomMismatch);
@@ -241,7 +268,7 @@ impl Session {
             Some("unsubscribe") => {
                 for topic in topic_list(fields.get("topics")) {
                     if *topic == *self.room {
-                        self.shared.yjs.unsubscribe(&self.room, self.conn.id);
+                        self.shared.registry.yjs_unsubscribe(&self.room, self.conn.id);
                         self.subscribed = false;
                     } else {
                         self.shared.stats.count_rejected(ErrorCode::RoomMismatch);
@@ -266,21 +293,10 @@ impl Session {
     fn publish(&self, mut fields: BTreeMap<String, &RawValue>) {
         // A sender's own `clients` is replaced, as the reference server overwrites it.
         fields.remove("clients");
-        let (delivered, bytes) = self.shared.yjs.publish(&self.room, |clients| {
-            // A map of strings to valid JSON values always serializes, and it is never
-            // empty here (it holds `type` and `topic`): `{...}` gets one more field.
-            let mut out = serde_json::to_string(&fields).expect("JSON object serializes");
-            out.pop();
-            out.push_str(&format!(",\"clients\":{clients}}}"));
-            out.into()
-        });
-        let index = RELAY_TYPES
-            .iter()
-            .position(|t| *t == YJS_PUBLISH)
-            .unwrap_or(0);
-        self.shared
-            .stats
-            .count_relayed(index, delivered, bytes as u64);
+        // A map of strings to valid JSON values always serializes.
+        let fields = serde_json::to_string(&fields).expect("JSON object serializes");
+        let (delivered, bytes) = self.shared.registry.yjs_publish(&self.room, fields);
+        self.shared.stats.count_relayed(yjs_index(), delivered, bytes as u64);
     }
 }
 
@@ -294,18 +310,22 @@ mod tests {
         let topic: Arc<str> = "r1".into();
         let a = Arc::new(Conn::new(1, 4, 0));
         let b = Arc::new(Conn::new(2, 4, 0));
-        hub.subscribe(&topic, &a);
-        hub.subscribe(&topic, &a);
-        hub.subscribe(&topic, &b);
-        let (n, _) = hub.publish("r1", |clients| {
-            assert_eq!(clients, 2);
-            Utf8Bytes::from_static("x")
-        });
+        assert!(hub.subscribe(&topic, &a));
+        assert!(!hub.subscribe(&topic, &a));
+        assert!(!hub.subscribe(&topic, &b));
+        let (n, len) = hub.publish("r1", r#"{"type":"publish","topic":"r1"}"#);
         assert_eq!(n, 2);
-        assert_eq!(hub.publish("r2", |_| unreachable!()), (0, 0));
-        hub.unsubscribe("r1", 1);
-        hub.unsubscribe("r1", 2);
+        assert_eq!(len, r#"{"type":"publish","topic":"r1","clients":2}"#.len());
+        assert_eq!(hub.publish("r2", "{}"), (0, 0));
+        assert!(!hub.unsubscribe("r1", 1));
+        assert!(hub.unsubscribe("r1", 2));
         assert!(hub.lock().is_empty());
+    }
+
+    #[test]
+    fn clients_is_appended_to_the_object() {
+        assert_eq!(with_clients(r#"{"a":1}"#, 3).as_str(), r#"{"a":1,"clients":3}"#);
+        assert_eq!(with_clients("{}", 0).as_str(), r#"{"clients":0}"#);
     }
 
     #[test]
