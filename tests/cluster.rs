@@ -69,8 +69,7 @@ fn instance(redis: &Redis, extra: &[(&str, &str)]) -> Server {
     let url = redis.url();
     let mut vars = vec![("REDIS_URL", url.as_str()), ("ADMIN_API_KEY", ADMIN)];
     vars.extend_from_slice(extra);
-    let server = Server::start(&vars);
-    server
+    Server::start(&vars)
 }
 
 async fn wait_cluster_ok(server: &Server) {

@@ -236,6 +236,9 @@ pub struct ClusterRoom {
     pub host: Option<String>,
 }
 
+/// Topic → (when looked up, other instances with subscribers).
+type YjsCache = HashMap<Arc<str>, (tokio::time::Instant, Vec<String>)>;
+
 /// The Redis side of cluster mode.
 pub struct RedisCluster {
     instance: Arc<str>,
@@ -245,7 +248,7 @@ pub struct RedisCluster {
     ops_rx: Mutex<Option<mpsc::Receiver<Op>>>,
     healthy: AtomicBool,
     registry: OnceLock<Arc<Registry>>,
-    yjs_cache: Mutex<HashMap<Arc<str>, (tokio::time::Instant, Vec<String>)>>,
+    yjs_cache: Mutex<YjsCache>,
     scripts: Scripts,
     config: ClusterConfig,
     logged_drop: AtomicBool,
