@@ -223,7 +223,11 @@ struct RoomInner {
     ever_joined: bool,
     empty_since: Option<Instant>,
     closed: Option<Closure>,
-    scheduled: Option<Instant>,
+    /// The deadline-queue key of the room's one pending check. A check moved earlier, or a
+    /// room closed, takes its old entry out of the queue: a superseded entry would keep the
+    /// whole room allocated until it fired (the idle timeout, 3 h by default), which the
+    /// churn soak showed as heap growing with every room created.
+    scheduled: Option<(Instant, u64)>,
     next_order: u64,
     /// Sorted by join order: the first is the longest present.
     peers: Vec<Member>,
@@ -1391,6 +1395,7 @@ impl Registry {
             }
         }
         st.closed = Some(Closure::Tombstoned);
+        self.unschedule(st);
         self.yjs.close_topic(&room.id);
         tracing::debug!(room = %room.id, reason = reason.as_str(), "room closed");
         Closure::Tombstoned
@@ -1440,14 +1445,29 @@ impl Registry {
 
     fn schedule(&self, room: &Arc<Room>, st: &mut RoomInner, at: Option<Instant>) {
         let Some(at) = at else { return };
-        if st.scheduled.is_some_and(|s| s <= at) {
+        if st.scheduled.is_some_and(|(s, _)| s <= at) {
             return;
         }
-        st.scheduled = Some(at);
-        self.push_deadline(at, Deadline::Room(room.clone()));
+        let key = self.push_deadline(at, Deadline::Room(room.clone()));
+        self.unschedule(st);
+        st.scheduled = Some(key);
     }
 
-    fn push_deadline(&self, at: Instant, what: Deadline) {
+    /// Entries in the deadline queue: one per room with a pending check, plus one per
+    /// tombstone. For tests (`tests/registry_props.rs`): 0 once everything has expired.
+    #[doc(hidden)]
+    pub fn pending_deadlines(&self) -> usize {
+        lock(&self.deadlines).queue.len()
+    }
+
+    /// Takes the room's pending check out of the queue.
+    fn unschedule(&self, st: &mut RoomInner) {
+        if let Some(key) = st.scheduled.take() {
+            lock(&self.deadlines).queue.remove(&key);
+        }
+    }
+
+    fn push_deadline(&self, at: Instant, what: Deadline) -> (Instant, u64) {
         let mut dl = lock(&self.deadlines);
         dl.seq += 1;
         let seq = dl.seq;
@@ -1457,6 +1477,7 @@ impl Registry {
         if earliest {
             self.sweeper_wake.notify_one();
         }
+        (at, seq)
     }
 
     /// Runs the sweeper until the task is dropped: sleeps until the earliest deadline (at
@@ -1512,7 +1533,7 @@ impl Registry {
         let mut removed = Removed::default();
         let closure = {
             let mut st = lock(&room.inner);
-            if st.scheduled.is_some_and(|s| s <= fired_at) {
+            if st.scheduled.is_some_and(|(s, _)| s <= fired_at) {
                 st.scheduled = None;
             }
             let closure = self.check_locked(room, &mut st, now, &mut removed);

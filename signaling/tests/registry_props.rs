@@ -425,17 +425,29 @@ fn run(ops: Vec<Op>, finish_by_leaving: Vec<bool>) {
             }
         }
         d.check();
-        // Reconnect grace, then empty-room grace; rooms created over HTTP that nobody
-        // joined wait for the idle timeout.
+        // Reconnect grace, then empty-room grace, then tombstones (60 s) run out.
         for _ in 0..3 {
-            tokio::time::advance(config().room_idle_timeout + Duration::from_secs(1)).await;
+            tokio::time::advance(Duration::from_secs(61)).await;
             d.registry.sweep(Instant::now());
         }
+        d.check();
+        // What is left are rooms created over HTTP that nobody joined (they wait for the
+        // idle timeout), each with exactly one pending check: no superseded check keeps a
+        // dead room allocated (one did, until its idle timeout fired, hours later).
+        assert_eq!(d.registry.counts().peers, 0, "a peer remained");
+        assert_eq!(
+            d.registry.pending_deadlines(),
+            d.registry.counts().rooms,
+            "deadlines left behind"
+        );
+        tokio::time::advance(config().room_idle_timeout).await;
+        d.registry.sweep(Instant::now());
         d.check();
         let counts = d.registry.counts();
         assert_eq!((counts.rooms, counts.peers), (0, 0), "something remained");
         assert!(d.registry.list_rooms().is_empty());
         assert!(d.registry.conns().is_empty(), "connections still tracked");
+        assert_eq!(d.registry.pending_deadlines(), 0, "deadlines left behind");
         // Tombstones are gone too: every id can be used again.
         for room in ROOMS {
             let conn = d.registry.open_conn();
