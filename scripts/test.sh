@@ -33,3 +33,6 @@ cargo test --workspace --all-targets
 # End-to-end: real browsers against the binary cargo test built (the demo page, y-webrtc).
 [ -x target/debug/switchboard ] || cargo build
 (cd e2e && npm test)
+# A short churn soak on the debug build (the 3-minute one: see docs/security.md).
+cargo build -q -p switchboard-soak --bin switchboard-soak
+./target/debug/switchboard-soak --duration 20s --peers 300 --pairs 8 --server target/debug/switchboard
