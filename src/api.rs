@@ -188,7 +188,12 @@ impl App {
             })
             .filter(|h| !h.is_empty())
             .unwrap_or("localhost");
-        format!("ws://{host}:{}/ws", self.signaling_port)
+        let scheme = if self.config.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{host}:{}/ws", self.signaling_port)
     }
 
     async fn password_matches(&self, password: &str, hash: Arc<str>) -> bool {

@@ -111,20 +111,36 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         config,
     });
 
-    let accept = tokio::spawn(signaling.clone().serve(signaling_listener));
+    let accept = match &app.config.tls {
+        Some(tls) => tokio::spawn(
+            signaling
+                .clone()
+                .serve_tls(signaling_listener, tls.acceptor()),
+        ),
+        None => tokio::spawn(signaling.clone().serve(signaling_listener)),
+    };
     let heartbeats = tokio::spawn(signaling.clone().run_heartbeats());
     let sweeper = tokio::spawn(registry.clone().run_sweeper());
     let memory = tokio::spawn(monitor.run());
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(
-        warp::serve(crate::api::routes(app.clone()))
-            .incoming(http_listener)
-            .graceful(async {
-                let _ = http_stopped.await;
-            })
-            .run(),
-    );
+    let http_stopped = async {
+        let _ = http_stopped.await;
+    };
+    let http = match &app.config.tls {
+        Some(tls) => tokio::spawn(crate::tls::serve_https(
+            crate::api::routes(app.clone()),
+            http_listener,
+            tls.acceptor(),
+            http_stopped,
+        )),
+        None => tokio::spawn(
+            warp::serve(crate::api::routes(app.clone()))
+                .incoming(http_listener)
+                .graceful(http_stopped)
+                .run(),
+        ),
+    };
 
     tracing::info!(http_addr = %http_addr, signaling_addr = %signaling_addr, "listening");
 

@@ -60,6 +60,8 @@ pub struct Config {
     pub instance_timeout: Duration,
     /// Log output format.
     pub log_format: LogFormat,
+    /// Certificate and key for `https://` and `wss://` on both ports, when configured.
+    pub tls: Option<crate::tls::TlsSettings>,
     /// Signaling limits and timings.
     pub signaling: SignalingConfig,
 }
@@ -259,6 +261,25 @@ impl Config {
             ));
         }
 
+        let tls = match (env.raw("TLS_CERT_PATH"), env.raw("TLS_KEY_PATH")) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Env::err(
+                    "TLS_KEY_PATH",
+                    "must be set when TLS_CERT_PATH is",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Env::err(
+                    "TLS_CERT_PATH",
+                    "must be set when TLS_KEY_PATH is",
+                ))
+            }
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::TlsSettings::load(cert.trim(), key.trim())?)
+            }
+        };
+
         let signaling = SignalingConfig {
             max_peers_per_room: env.positive("MAX_PEERS_PER_ROOM", 50)? as usize,
             max_rooms: env.positive("MAX_ROOMS", 100_000)? as usize,
@@ -307,6 +328,7 @@ impl Config {
             memory_critical_mb,
             public_signaling_url,
             log_format,
+            tls,
             signaling,
         })
     }

@@ -8,6 +8,7 @@ mod app;
 mod config;
 mod janitor;
 mod ops;
+mod tls;
 mod web;
 
 /// Counts allocator bytes in use for `/health`, `/metrics` and cleanup reports.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -22,7 +21,7 @@ use crate::protocol::{
     self, AuthOk, BroadcastKind, ClientMessage, RelayKind, RelayOut, RoomRef, ServerMessage,
 };
 use crate::registry::{Identity, Room, RoomOptions};
-use crate::server::Shared;
+use crate::server::{Io, Shared};
 use crate::stats::RELAY_TYPES;
 use crate::time::now_ms;
 use switchboard_auth::Claims;
@@ -119,7 +118,7 @@ struct Session {
 /// Runs a connection to its end. `claims` is set when the upgrade carried a valid token.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Io>,
     conn: Arc<Conn>,
     claims: Option<Claims>,
 ) {
@@ -220,7 +219,7 @@ pub(crate) async fn run(
 
 /// Drains the connection's outbox into the socket until the close frame is sent.
 pub(crate) async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>,
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<Io>, Message>,
     conn: Arc<Conn>,
 ) {
     let mut batch = VecDeque::new();

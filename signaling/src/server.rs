@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -27,6 +29,14 @@ pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 /// Bytes tungstenite collects before writing to the socket; the writer flushes after every
 /// batch anyway, so this only bounds how much one batch holds before hitting the socket.
 pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// A connection's byte stream: plain TCP, or TLS over TCP (`wss://`).
+pub(crate) type Io = Box<dyn IoStream>;
+
+/// What a connection's byte stream must be.
+pub(crate) trait IoStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> IoStream for T {}
 
 /// State shared by the accept loop and every connection.
 pub(crate) struct Shared {
@@ -130,11 +140,35 @@ impl SignalingServer {
 
     /// Accepts connections until the returned future is dropped.
     pub async fn serve(self, listener: TcpListener) {
+        self.serve_with(listener, None).await
+    }
+
+    /// Like [`serve`](Self::serve), with every connection in TLS (`wss://`). The handshake
+    /// must finish within `AUTH_TIMEOUT_SECONDS`, like the upgrade that follows it.
+    pub async fn serve_tls(self, listener: TcpListener, tls: TlsAcceptor) {
+        self.serve_with(listener, Some(tls)).await
+    }
+
+    async fn serve_with(self, listener: TcpListener, tls: Option<TlsAcceptor>) {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(handle(self.shared.clone(), stream, peer));
+                    let shared = self.shared.clone();
+                    let Some(tls) = tls.clone() else {
+                        tokio::spawn(handle(shared, Box::new(stream), peer));
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        let timeout = shared.registry.config().auth_timeout;
+                        match tokio::time::timeout(timeout, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => handle(shared, Box::new(stream), peer).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    });
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning; existing peers go on.
@@ -263,7 +297,7 @@ fn acquire(
 }
 
 #[allow(clippy::result_large_err)] // the callback type is tungstenite's
-async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+async fn handle(shared: Arc<Shared>, stream: Io, peer: SocketAddr) {
     let slot = acquire(&shared, peer.ip());
     let refused = slot.as_ref().err().copied();
     let mut claims: Option<Claims> = None;

@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
@@ -31,7 +30,7 @@ use crate::connection::{
     write_loop, TokenBucket, WindowCounter, CLOSE_LINGER, GARBAGE_LIMIT, WRITER_GRACE,
 };
 use crate::error::ErrorCode;
-use crate::server::Shared;
+use crate::server::{Io, Shared};
 use crate::stats::yjs_index;
 use crate::time::now_ms;
 use switchboard_auth::Claims;
@@ -131,7 +130,7 @@ struct Session {
 /// Runs an authenticated `/yjs` connection to its end.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Io>,
     conn: Arc<Conn>,
     claims: Claims,
 ) {
