@@ -43,6 +43,22 @@ fn return_large_blocks_to_the_os() {
     }
 }
 
+/// Gives freed heap pages back to the OS every `interval`. After a burst of connections
+/// glibc keeps what every thread's arena freed resident: the churn soak saw RSS settle 13%
+/// above its baseline with the allocator's in-use bytes back at baseline.
+pub async fn trim_allocator_every(interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory; it is thread-safe.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     return_large_blocks_to_the_os();
     // A missing .env is normal; a malformed one is a configuration error.

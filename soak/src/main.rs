@@ -169,6 +169,8 @@ fn start_server(path: &PathBuf) -> Result<ServerProc, String> {
             // The soak is about churn, not memory pressure: no cleanup may interfere.
             ("MEMORY_WARNING_MB", "8000"),
             ("MEMORY_CRITICAL_MB", "16000"),
+            // Samples (and allocator trims) every second, so a settled server shows it soon.
+            ("MEMORY_CHECK_INTERVAL_SECONDS", "1"),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -536,7 +538,7 @@ async fn flood(ctx: &Ctx, user: &str, room: &str) {
         return;
     };
     let frame = r#"{"type":"cursor-update","data":{"line":1,"column":2}}"#;
-    for _ in 0..1000 {
+    for _ in 0..400 {
         if ws.send(Message::text(frame)).await.is_err() {
             return;
         }
@@ -765,7 +767,7 @@ async fn run(args: Args) -> Result<bool, String> {
     if settled != (0, 0, 0) {
         return Err(format!("warm-up did not settle: {settled:?}"));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (heap0, rss0) = (server.heap_bytes(), server.rss_bytes());
     let joins0 = ctx.tally.joins.load(Relaxed);
 
@@ -773,7 +775,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let result = round(&ctx, &args, args.duration, args.seed).await;
     let ran = started.elapsed();
     let settled = server.settle().await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (heap1, rss1) = (server.heap_bytes(), server.rss_bytes());
 
     let mut lat: Vec<u64> = result
