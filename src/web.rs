@@ -64,15 +64,18 @@ fn serve(asset: &Asset) -> Response {
 
 /// `GET /`, `/app.js`, `/style.css` and `/switchboard.js`; anything else is not found.
 pub fn routes() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let index = warp::path::end().map(|| serve(&ASSETS[0]));
+    let index = warp::path::end().and(warp::get()).map(|| serve(&ASSETS[0]));
+    // The name is looked up before the method is checked: `POST /nothing` is 404, not 405.
     let file = warp::path::param::<String>()
         .and(warp::path::end())
         .and_then(|name: String| async move {
             ASSETS[1..]
                 .iter()
-                .find(|a| a.path == name)
-                .map(serve)
+                .position(|a| a.path == name)
+                .map(|i| i + 1)
                 .ok_or_else(warp::reject::not_found)
-        });
-    warp::get().and(index.or(file).unify())
+        })
+        .and(warp::get())
+        .map(|i: usize| serve(&ASSETS[i]));
+    index.or(file).unify()
 }

@@ -1,5 +1,5 @@
-//! `docs/openapi.json` against the code: the routes declared in `src/api.rs` and
-//! `src/ops.rs` are exactly the documented operations, the running server answers every
+//! `docs/openapi.json` against the code: the routes declared in `src/api.rs`, `src/ops.rs`
+//! and `src/web.rs` are exactly the documented operations, the running server answers every
 //! documented operation with a documented status, refuses every other method with 405 and
 //! an `Allow` header, and serves the document itself at `GET /openapi.json`. schemathesis
 //! (in `scripts/test.sh`) then checks the shapes of the answers against the same document.
@@ -80,8 +80,15 @@ fn every_route_in_the_code_is_documented_and_every_documented_route_exists() {
     for source in [include_str!("../src/api.rs"), include_str!("../src/ops.rs")] {
         in_code.extend(routes_in_source(source));
     }
+    // src/web.rs serves its assets by name: `path: "app.js"` is `GET /app.js`.
+    let web = include_str!("../src/web.rs");
+    for (i, _) in web.match_indices("path: \"") {
+        let name = &web[i + 7..];
+        let name = &name[..name.find('"').unwrap()];
+        in_code.insert(("get".to_string(), format!("/{name}")));
+    }
     assert!(
-        in_code.len() >= 13,
+        in_code.len() >= 17,
         "route scan found too little: {in_code:?}"
     );
     let documented = documented();
@@ -239,6 +246,14 @@ async fn the_server_answers_exactly_the_documented_operations() {
         }
     }
 
-    let unknown = server.get("/api/nothing-here").await;
-    unknown.assert_error(404, "NOT_FOUND");
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::POST,
+        reqwest::Method::DELETE,
+    ] {
+        for path in ["/api/nothing-here", "/nothing-here"] {
+            let r = server.request(method.clone(), path, None, None).await;
+            r.assert_error(404, "NOT_FOUND");
+        }
+    }
 }
