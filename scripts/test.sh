@@ -33,8 +33,6 @@ cargo test --workspace --all-targets
 # End-to-end: real browsers against the binary cargo test built (the demo page, y-webrtc).
 [ -x target/debug/switchboard ] || cargo build
 (cd e2e && npm test)
-# The fuzz targets (fuzz/, its own workspace) keep compiling; running them: docs/security.md.
-cargo check -q --manifest-path fuzz/Cargo.toml --bins
 # A short churn soak on the debug build (the 3-minute one: see docs/security.md).
 cargo build -q -p switchboard-soak --bin switchboard-soak
 ./target/debug/switchboard-soak --duration 20s --peers 300 --pairs 8 --server target/debug/switchboard
