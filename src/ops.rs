@@ -167,9 +167,15 @@ async fn cleanup(query: CleanupQuery, app: Arc<App>, auth: Option<String>) -> Re
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ThresholdsBody {
-    #[serde(default, deserialize_with = "switchboard_signaling::protocol::whole_number")]
+    #[serde(
+        default,
+        deserialize_with = "switchboard_signaling::protocol::whole_number"
+    )]
     warning_mb: Option<u64>,
-    #[serde(default, deserialize_with = "switchboard_signaling::protocol::whole_number")]
+    #[serde(
+        default,
+        deserialize_with = "switchboard_signaling::protocol::whole_number"
+    )]
     critical_mb: Option<u64>,
 }
 
@@ -183,7 +189,10 @@ async fn set_thresholds(app: Arc<App>, auth: Option<String>, body: bytes::Bytes)
         if warning_mb == 0 || critical_mb < warning_mb {
             return Err(ApiError::invalid("need 0 < warningMb <= criticalMb"));
         }
-        app.monitor.set_thresholds(Thresholds { warning_mb, critical_mb });
+        app.monitor.set_thresholds(Thresholds {
+            warning_mb,
+            critical_mb,
+        });
         let level = app.monitor.check();
         Ok(json_response(
             StatusCode::OK,
