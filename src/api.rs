@@ -14,11 +14,11 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use switchboard_auth::{hash_password, secret_eq, verify_password, Claims, IceServer};
+use switchboard_signaling::cluster::RedisCluster;
 use switchboard_signaling::ids::{display_name, is_valid_id};
+use switchboard_signaling::protocol::CloseReason;
 use switchboard_signaling::protocol::{CreateOptions, RoomMeta, MAX_TTL_SECONDS};
 use switchboard_signaling::registry::RoomOptions;
-use switchboard_signaling::cluster::RedisCluster;
-use switchboard_signaling::protocol::CloseReason;
 use switchboard_signaling::ErrorCode;
 
 use crate::app::App;
@@ -230,10 +230,18 @@ impl App {
             })
     }
 
-    fn issue(&self, user_id: &str, room_id: &str, name: Option<&str>, password_checked: bool) -> TokenOut {
+    fn issue(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        name: Option<&str>,
+        password_checked: bool,
+    ) -> TokenOut {
         let now = switchboard_signaling::now_ms() / 1000;
         let ttl = self.config.token_ttl.as_secs();
-        let issued = self.keys.issue_with(user_id, room_id, name, now, ttl, password_checked);
+        let issued = self
+            .keys
+            .issue_with(user_id, room_id, name, now, ttl, password_checked);
         self.tokens_issued.fetch_add(1, Relaxed);
         let ice = &self.config.signaling.ice;
         TokenOut {
@@ -306,7 +314,12 @@ async fn issue_token_inner(
             return Err(ErrorCode::InvalidPassword.into());
         }
     }
-    let out = app.issue(&user_id, &room_id, user_name.as_deref(), password_room.is_some());
+    let out = app.issue(
+        &user_id,
+        &room_id,
+        user_name.as_deref(),
+        password_room.is_some(),
+    );
     ok(&TokenResponse {
         token: out.token,
         expires_at: out.expires_at,
@@ -412,7 +425,15 @@ async fn create_room_inner(app: &App, auth: &Option<String>, body: &Bytes) -> Ap
         destroy_on_host_leave: req.options.destroy_on_host_leave.unwrap_or(false),
     };
     let has_password = password_hash.is_some();
-    let meta = app.create_room(&room_id, options, &host_id, host_name.clone(), password_hash).await?;
+    let meta = app
+        .create_room(
+            &room_id,
+            options,
+            &host_id,
+            host_name.clone(),
+            password_hash,
+        )
+        .await?;
     let out = app.issue(&host_id, &room_id, host_name.as_deref(), has_password);
     Ok(json_response(
         StatusCode::CREATED,
@@ -505,7 +526,10 @@ impl App {
     async fn admission(&self, room_id: &str, user_id: &str) -> Result<Option<Arc<str>>, ErrorCode> {
         match self.live_cluster() {
             Some(c) => c.admission(room_id, user_id).await,
-            None => self.registry.admission(room_id, user_id).map(|a| a.password_hash),
+            None => self
+                .registry
+                .admission(room_id, user_id)
+                .map(|a| a.password_hash),
         }
     }
 
@@ -546,7 +570,13 @@ impl App {
                 .await?;
                 Ok(c.room(room_id).await?.meta)
             }
-            None => self.registry.create_room(room_id.into(), options, host_id.into(), host_name, password_hash),
+            None => self.registry.create_room(
+                room_id.into(),
+                options,
+                host_id.into(),
+                host_name,
+                password_hash,
+            ),
         }
     }
 
@@ -560,7 +590,10 @@ impl App {
     async fn close_room(&self, room_id: &str, reason: CloseReason) -> Result<(), ErrorCode> {
         // A room with members here closes through the registry, which also tells the
         // cluster; otherwise Redis closes it and tells the instances that hold it.
-        match (self.registry.close_room(room_id, reason), self.live_cluster()) {
+        match (
+            self.registry.close_room(room_id, reason),
+            self.live_cluster(),
+        ) {
             (Ok(()), _) => Ok(()),
             (Err(_), Some(c)) => c.close_room(room_id, reason).await,
             (Err(e), None) => Err(e),
@@ -629,7 +662,9 @@ where
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let err = if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
-    } else if rejection.find::<BodyTooLarge>().is_some() || rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+    } else if rejection.find::<BodyTooLarge>().is_some()
+        || rejection.find::<warp::reject::PayloadTooLarge>().is_some()
+    {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",

@@ -87,12 +87,21 @@ pub async fn run(config: Config) -> std::io::Result<()> {
             Some(cluster)
         }
     };
-    let cluster_tasks = cluster.as_ref().map(|c| c.start(registry.clone())).unwrap_or_default();
+    let cluster_tasks = cluster
+        .as_ref()
+        .map(|c| c.start(registry.clone()))
+        .unwrap_or_default();
 
-    let janitor = Arc::new(crate::janitor::Rooms { registry: registry.clone(), signaling: signaling.clone() });
+    let janitor = Arc::new(crate::janitor::Rooms {
+        registry: registry.clone(),
+        signaling: signaling.clone(),
+    });
     let monitor = Arc::new(Monitor::new(
         janitor,
-        Thresholds { warning_mb: config.memory_warning_mb, critical_mb: config.memory_critical_mb },
+        Thresholds {
+            warning_mb: config.memory_warning_mb,
+            critical_mb: config.memory_critical_mb,
+        },
         config.memory_check_interval,
         config.signaling.heartbeat_interval * 2,
     ));

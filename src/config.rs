@@ -306,9 +306,14 @@ impl Config {
 
         let redis_url = env.secret("REDIS_URL");
         if redis_url.as_ref().is_some_and(|u| {
-            !u.expose().starts_with("redis://") && !u.expose().starts_with("rediss://") && !u.expose().starts_with("unix://")
+            !u.expose().starts_with("redis://")
+                && !u.expose().starts_with("rediss://")
+                && !u.expose().starts_with("unix://")
         }) {
-            return Err(Env::err("REDIS_URL", "must start with redis://, rediss:// or unix://"));
+            return Err(Env::err(
+                "REDIS_URL",
+                "must start with redis://, rediss:// or unix://",
+            ));
         }
         let instance_timeout = env.seconds("INSTANCE_TIMEOUT_SECONDS", 6.0, false)?;
 

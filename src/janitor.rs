@@ -17,7 +17,10 @@ pub struct Rooms {
 impl Janitor for Rooms {
     fn sweep(&self) -> Removed {
         let r = self.registry.sweep(tokio::time::Instant::now());
-        Removed { rooms: r.rooms, peers: r.peers }
+        Removed {
+            rooms: r.rooms,
+            peers: r.peers,
+        }
     }
 
     fn disconnect_silent(&self, silence: Duration) -> usize {
@@ -26,7 +29,10 @@ impl Janitor for Rooms {
 
     fn close_idle_rooms(&self, idle: Duration) -> Removed {
         let r = self.registry.close_idle_rooms(idle);
-        Removed { rooms: r.rooms, peers: r.peers }
+        Removed {
+            rooms: r.rooms,
+            peers: r.peers,
+        }
     }
 
     fn refuse_new_rooms(&self, refuse: bool) {

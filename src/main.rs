@@ -13,7 +13,8 @@ mod web;
 
 /// Counts allocator bytes in use for `/health`, `/metrics` and cleanup reports.
 #[global_allocator]
-static ALLOCATOR: switchboard_monitoring::memory::CountingAllocator = switchboard_monitoring::memory::CountingAllocator;
+static ALLOCATOR: switchboard_monitoring::memory::CountingAllocator =
+    switchboard_monitoring::memory::CountingAllocator;
 
 use std::process::ExitCode;
 

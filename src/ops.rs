@@ -81,8 +81,10 @@ async fn stats(page: Page, app: Arc<App>) -> Response {
     let limit = page.limit.unwrap_or(100).min(100);
     let (rooms, total) = app.registry.room_summaries(page.offset.unwrap_or(0), limit);
     let s = &app.stats;
-    let by_type: serde_json::Map<String, serde_json::Value> =
-        s.relayed().map(|(t, n, _)| (t.to_owned(), json!(n))).collect();
+    let by_type: serde_json::Map<String, serde_json::Value> = s
+        .relayed()
+        .map(|(t, n, _)| (t.to_owned(), json!(n)))
+        .collect();
     let relayed: u64 = s.relayed().map(|(_, n, _)| n).sum();
     let bytes: u64 = s.relayed().map(|(_, _, b)| b).sum();
     let rejected: u64 = s.rejected().map(|(_, n)| n).sum();
@@ -132,18 +134,28 @@ fn snapshot(app: &App) -> Snapshot {
         heartbeat_timeouts: s.heartbeat_timeouts.load(Relaxed),
         slow_consumers: s.slow_consumers.load(Relaxed),
         sweeps: s.sweeps.load(Relaxed),
-        cleanups: CleanupLevel::ALL.iter().map(|l| (l.as_str(), app.monitor.cleanups(*l))).collect(),
+        cleanups: CleanupLevel::ALL
+            .iter()
+            .map(|l| (l.as_str(), app.monitor.cleanups(*l)))
+            .collect(),
         tokens_issued: app.tokens_issued.load(Relaxed),
         memory_rss_bytes: sample.rss_bytes,
         memory_heap_bytes: switchboard_monitoring::memory::allocated_bytes(),
         memory_pressure_level: app.monitor.level() as u64,
-        relay_latency: HistogramSnapshot { buckets, sum, count },
+        relay_latency: HistogramSnapshot {
+            buckets,
+            sum,
+            count,
+        },
     }
 }
 
 async fn metrics_text(app: Arc<App>) -> Response {
     let mut resp = Response::new(metrics::render(snapshot(&app)).into());
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
     resp
 }
 
@@ -202,12 +214,24 @@ async fn set_thresholds(app: Arc<App>, auth: Option<String>, body: bytes::Bytes)
 }
 
 /// The operational routes.
-pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn routes(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let with_app = warp::any().map(move || app.clone());
     let auth = warp::header::optional::<String>("authorization");
-    let health = warp::path!("health").and(warp::get()).and(with_app.clone()).then(health);
-    let stats = warp::path!("stats").and(warp::get()).and(warp::query::<Page>()).and(with_app.clone()).then(stats);
-    let metrics = warp::path!("metrics").and(warp::get()).and(with_app.clone()).then(metrics_text);
+    let health = warp::path!("health")
+        .and(warp::get())
+        .and(with_app.clone())
+        .then(health);
+    let stats = warp::path!("stats")
+        .and(warp::get())
+        .and(warp::query::<Page>())
+        .and(with_app.clone())
+        .then(stats);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_app.clone())
+        .then(metrics_text);
     let cleanup = warp::path!("api" / "admin" / "cleanup")
         .and(warp::post())
         .and(warp::query::<CleanupQuery>())
@@ -220,5 +244,13 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = warp:
         .and(auth)
         .and(crate::api::limited_body())
         .then(set_thresholds);
-    health.or(stats).unify().or(metrics).unify().or(cleanup).unify().or(thresholds).unify()
+    health
+        .or(stats)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(cleanup)
+        .unify()
+        .or(thresholds)
+        .unify()
 }

@@ -20,7 +20,11 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut r = Redis { child: None, port };
         r.spawn();
         r
@@ -28,7 +32,16 @@ impl Redis {
 
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -80,7 +93,11 @@ async fn wait_cluster_ok(server: &Server) {
             assert_eq!(h.body["cluster"]["mode"], "redis");
             return;
         }
-        assert!(Instant::now() < deadline, "instance never reached Redis: {}", h.body);
+        assert!(
+            Instant::now() < deadline,
+            "instance never reached Redis: {}",
+            h.body
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -95,7 +112,12 @@ async fn pair() -> (Redis, Server, Server) {
 }
 
 /// Joins `user` on `server` with a token fetched from `token_from`.
-async fn join_via(server: &Server, token_from: &Server, user: &str, room: &str) -> (WsClient, Value) {
+async fn join_via(
+    server: &Server,
+    token_from: &Server,
+    user: &str,
+    room: &str,
+) -> (WsClient, Value) {
     let token = token_from.token(user, room).await;
     let mut c = server.connect(&token).await;
     c.send_json(json!({"type": "join-room"})).await;
@@ -117,15 +139,28 @@ async fn peers_on_two_instances_see_each_other_and_relay_byte_identical() {
     let pj = u1.recv_type("peer-joined").await;
     assert_eq!(pj["from"], "u2");
 
-    let offer = r#"{"sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n","x":[1,2.50,{"é":"\u00e9"}],  "n" : null}"#;
-    u1.send_text(&format!(r#"{{"type":"sdp-offer","data":{{"peer":"u2","offer":{offer}}}}}"#)).await;
+    let offer =
+        r#"{"sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n","x":[1,2.50,{"é":"\u00e9"}],  "n" : null}"#;
+    u1.send_text(&format!(
+        r#"{{"type":"sdp-offer","data":{{"peer":"u2","offer":{offer}}}}}"#
+    ))
+    .await;
     let raw = u2.recv_raw().await;
-    assert!(raw.contains(&format!(r#""offer":{offer}"#)), "payload changed across instances: {raw}");
+    assert!(
+        raw.contains(&format!(r#""offer":{offer}"#)),
+        "payload changed across instances: {raw}"
+    );
     let v: Value = serde_json::from_str(&raw).unwrap();
-    assert_eq!((v["type"].as_str(), v["from"].as_str(), v["roomId"].as_str()), (Some("sdp-offer"), Some("u1"), Some("r1")));
+    assert_eq!(
+        (v["type"].as_str(), v["from"].as_str(), v["roomId"].as_str()),
+        (Some("sdp-offer"), Some("u1"), Some("r1"))
+    );
 
     let answer = r#"{"type":"answer","sdp":"v=0 answer"}"#;
-    u2.send_text(&format!(r#"{{"type":"sdp-answer","data":{{"peer":"u1","answer":{answer}}}}}"#)).await;
+    u2.send_text(&format!(
+        r#"{{"type":"sdp-answer","data":{{"peer":"u1","answer":{answer}}}}}"#
+    ))
+    .await;
     let raw = u1.recv_raw().await;
     assert!(raw.contains(&format!(r#""answer":{answer}"#)), "{raw}");
     u2.send_json(json!({"type": "ice-candidate", "data": {"peer": "u1", "candidate": {"candidate": "c1", "sdpMid": "0"}}}))
@@ -135,12 +170,15 @@ async fn peers_on_two_instances_see_each_other_and_relay_byte_identical() {
     assert_eq!(c["from"], "u2");
 
     // Broadcasts cross too, and never come back to the sender.
-    u2.send_json(json!({"type": "cursor-update", "data": {"line": 3, "column": 7}})).await;
+    u2.send_json(json!({"type": "cursor-update", "data": {"line": 3, "column": 7}}))
+        .await;
     let cur = u1.recv_type("cursor-update").await;
     assert_eq!(cur["data"], json!({"line": 3, "column": 7}));
-    u1.send_json(json!({"type": "presence", "data": {"status": "idle"}})).await;
+    u1.send_json(json!({"type": "presence", "data": {"status": "idle"}}))
+        .await;
     assert_eq!(u2.recv_type("presence").await["data"]["status"], "idle");
-    u1.send_json(json!({"type": "message", "data": {"text": "hi"}})).await;
+    u1.send_json(json!({"type": "message", "data": {"text": "hi"}}))
+        .await;
     assert_eq!(u2.recv_type("message").await["data"]["text"], "hi");
     u1.expect_no_message(Duration::from_millis(200)).await;
 
@@ -164,9 +202,15 @@ async fn leave_and_host_change_reach_the_other_instance() {
     host.recv_type("room-left").await;
     for c in [&mut second, &mut third] {
         let left = c.recv_type("peer-left").await;
-        assert_eq!((left["from"].as_str(), left["data"]["reason"].as_str()), (Some("host"), Some("left")));
+        assert_eq!(
+            (left["from"].as_str(), left["data"]["reason"].as_str()),
+            (Some("host"), Some("left"))
+        );
         let hc = c.recv_type("host-changed").await;
-        assert_eq!(hc["data"]["hostId"], "second", "the longest-present peer becomes host everywhere");
+        assert_eq!(
+            hc["data"]["hostId"], "second",
+            "the longest-present peer becomes host everywhere"
+        );
     }
     let room = a.get("/api/rooms/r1").await.body;
     assert_eq!(room["hostId"], "second");
@@ -175,8 +219,14 @@ async fn leave_and_host_change_reach_the_other_instance() {
     second.send_json(json!({"type": "close-room"})).await;
     let (msgs, code) = third.drain_until_close(Duration::from_secs(5)).await;
     assert_eq!(code, 4010);
-    assert!(msgs.iter().any(|m| m["type"] == "room-closed" && m["data"]["reason"] == "host-closed"), "{msgs:?}");
-    a.post("/api/auth/token", &json!({"userId": "x", "roomId": "r1"})).await.assert_error(410, "ROOM_CLOSED");
+    assert!(
+        msgs.iter()
+            .any(|m| m["type"] == "room-closed" && m["data"]["reason"] == "host-closed"),
+        "{msgs:?}"
+    );
+    a.post("/api/auth/token", &json!({"userId": "x", "roomId": "r1"}))
+        .await
+        .assert_error(410, "ROOM_CLOSED");
 }
 
 #[tokio::test]
@@ -185,14 +235,22 @@ async fn delete_on_one_instance_closes_peers_on_the_other() {
     let (mut p1, _) = join_via(&b, &b, "p1", "r1").await;
     let (mut p2, _) = join_via(&b, &b, "p2", "r1").await;
     p1.recv_type("peer-joined").await;
-    let r = a.request(reqwest::Method::DELETE, "/api/rooms/r1", Some(ADMIN), None).await;
+    let r = a
+        .request(reqwest::Method::DELETE, "/api/rooms/r1", Some(ADMIN), None)
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     for c in [&mut p1, &mut p2] {
         let (msgs, code) = c.drain_until_close(Duration::from_secs(5)).await;
         assert_eq!(code, 4010);
-        assert_eq!(msgs.last().unwrap()["data"]["reason"], "deleted", "{msgs:?}");
+        assert_eq!(
+            msgs.last().unwrap()["data"]["reason"],
+            "deleted",
+            "{msgs:?}"
+        );
     }
-    b.get("/api/rooms/r1").await.assert_error(410, "ROOM_CLOSED");
+    b.get("/api/rooms/r1")
+        .await
+        .assert_error(410, "ROOM_CLOSED");
 }
 
 #[tokio::test]
@@ -200,7 +258,9 @@ async fn max_peers_holds_when_the_last_slot_is_raced_from_both_instances() {
     let (_redis, a, b) = pair().await;
     for round in 0..5 {
         let room = format!("race{round}");
-        let created = a.post("/api/rooms", &json!({"roomId": room, "maxPeers": 2})).await;
+        let created = a
+            .post("/api/rooms", &json!({"roomId": room, "maxPeers": 2}))
+            .await;
         assert_eq!(created.status, 201, "{}", created.body);
         let (_first, _) = join_via(&a, &a, "first", &room).await;
         let ta = a.token("on-a", &room).await;
@@ -210,12 +270,18 @@ async fn max_peers_holds_when_the_last_slot_is_raced_from_both_instances() {
         let join = json!({"type": "join-room"});
         tokio::join!(ca.send_json(join.clone()), cb.send_json(join));
         let (ra, rb) = tokio::join!(ca.recv(), cb.recv());
-        let results = [ra["type"].as_str().unwrap().to_owned(), rb["type"].as_str().unwrap().to_owned()];
+        let results = [
+            ra["type"].as_str().unwrap().to_owned(),
+            rb["type"].as_str().unwrap().to_owned(),
+        ];
         let joined = results.iter().filter(|t| *t == "room-joined").count();
         assert_eq!(joined, 1, "exactly one of the racers may join: {ra} / {rb}");
         let refused = if ra["type"] == "error" { &ra } else { &rb };
         assert_eq!(refused["data"]["code"], "ROOM_FULL");
-        assert_eq!(b.get(&format!("/api/rooms/{room}")).await.body["peerCount"], 2);
+        assert_eq!(
+            b.get(&format!("/api/rooms/{room}")).await.body["peerCount"],
+            2
+        );
     }
 }
 
@@ -234,7 +300,9 @@ async fn same_user_on_another_instance_replaces_the_old_connection() {
     assert_eq!(back["from"], "u1");
     other.expect_no_message(Duration::from_millis(300)).await;
     // Relays now reach the new connection on B.
-    other.send_json(json!({"type": "sdp-offer", "data": {"peer": "u1", "offer": {"n": 1}}})).await;
+    other
+        .send_json(json!({"type": "sdp-offer", "data": {"peer": "u1", "offer": {"n": 1}}}))
+        .await;
     assert_eq!(new.recv_type("sdp-offer").await["data"]["offer"]["n"], 1);
 }
 
@@ -245,13 +313,19 @@ async fn killed_instance_peers_leave_within_the_documented_bound() {
     let (_doomed, _) = join_via(&a, &a, "doomed", "r1").await;
     let (mut survivor, _) = join_via(&b, &b, "survivor", "r1").await;
     let killed_at = Instant::now();
-    let status = Command::new("kill").args(["-KILL", &a.pid().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-KILL", &a.pid().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     assert!(a.wait_exit(Duration::from_secs(5)).is_some());
     // Documented bound with default settings: INSTANCE_TIMEOUT_SECONDS (6) + 2 s.
     let left = survivor.recv_within(Duration::from_secs(12)).await;
     assert_eq!(left["type"], "peer-left", "{left}");
-    assert_eq!((left["from"].as_str(), left["data"]["reason"].as_str()), (Some("doomed"), Some("disconnected")));
+    assert_eq!(
+        (left["from"].as_str(), left["data"]["reason"].as_str()),
+        (Some("doomed"), Some("disconnected"))
+    );
     let took = killed_at.elapsed();
     assert!(took <= Duration::from_secs(8), "took {took:?}");
     let hc = survivor.recv_type("host-changed").await;
@@ -279,12 +353,22 @@ async fn redis_outage_degrades_health_keeps_local_relay_and_recovers_from_empty_
             assert_eq!(h.body["cluster"]["redis"], "down");
             break;
         }
-        assert!(Instant::now() < deadline, "health never degraded: {}", h.body);
+        assert!(
+            Instant::now() < deadline,
+            "health never degraded: {}",
+            h.body
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Peers on the same instance still relay among themselves.
-    a1.send_json(json!({"type": "sdp-offer", "data": {"peer": "a2", "offer": {"during": "outage"}}})).await;
-    assert_eq!(a2.recv_type("sdp-offer").await["data"]["offer"]["during"], "outage");
+    a1.send_json(
+        json!({"type": "sdp-offer", "data": {"peer": "a2", "offer": {"during": "outage"}}}),
+    )
+    .await;
+    assert_eq!(
+        a2.recv_type("sdp-offer").await["data"]["offer"]["during"],
+        "outage"
+    );
 
     redis.restart_empty();
     wait_cluster_ok(&a).await;
@@ -296,13 +380,27 @@ async fn redis_outage_degrades_health_keeps_local_relay_and_recovers_from_empty_
         if room.status == 200 && room.body["peerCount"] == 3 {
             break;
         }
-        assert!(Instant::now() < deadline, "Redis state not rebuilt: {}", room.body);
+        assert!(
+            Instant::now() < deadline,
+            "Redis state not rebuilt: {}",
+            room.body
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    b1.send_json(json!({"type": "sdp-offer", "data": {"peer": "a1", "offer": {"after": "restart"}}})).await;
-    assert_eq!(a1.recv_type("sdp-offer").await["data"]["offer"]["after"], "restart");
-    a2.send_json(json!({"type": "sdp-answer", "data": {"peer": "b1", "answer": {"ok": true}}})).await;
-    assert_eq!(b1.recv_type("sdp-answer").await["data"]["answer"]["ok"], true);
+    b1.send_json(
+        json!({"type": "sdp-offer", "data": {"peer": "a1", "offer": {"after": "restart"}}}),
+    )
+    .await;
+    assert_eq!(
+        a1.recv_type("sdp-offer").await["data"]["offer"]["after"],
+        "restart"
+    );
+    a2.send_json(json!({"type": "sdp-answer", "data": {"peer": "b1", "answer": {"ok": true}}}))
+        .await;
+    assert_eq!(
+        b1.recv_type("sdp-answer").await["data"]["answer"]["ok"],
+        true
+    );
     // No instance was declared dead while the liveness keys were being rewritten.
     a1.expect_no_message(Duration::from_millis(500)).await;
 }
@@ -311,22 +409,45 @@ async fn redis_outage_degrades_health_keeps_local_relay_and_recovers_from_empty_
 async fn cluster_wide_room_rules_hold() {
     let (_redis, a, b) = pair().await;
     // ROOM_EXISTS across instances.
-    assert_eq!(a.post("/api/rooms", &json!({"roomId": "x"})).await.status, 201);
-    b.post("/api/rooms", &json!({"roomId": "x"})).await.assert_error(409, "ROOM_EXISTS");
+    assert_eq!(
+        a.post("/api/rooms", &json!({"roomId": "x"})).await.status,
+        201
+    );
+    b.post("/api/rooms", &json!({"roomId": "x"}))
+        .await
+        .assert_error(409, "ROOM_EXISTS");
     let token = b.token("creator", "y").await;
     let (_y, _) = join_via(&a, &a, "first", "y").await;
     let mut c = b.connect(&token).await;
-    c.send_json(json!({"type": "create-room", "data": {"roomName": "Y"}})).await;
+    c.send_json(json!({"type": "create-room", "data": {"roomName": "Y"}}))
+        .await;
     c.recv_error("ROOM_EXISTS").await;
     // Password rooms created on A check passwords on B.
-    let r = a.post("/api/rooms", &json!({"roomId": "pw", "password": "s3cret"})).await;
+    let r = a
+        .post("/api/rooms", &json!({"roomId": "pw", "password": "s3cret"}))
+        .await;
     assert_eq!(r.status, 201);
-    b.post("/api/auth/token", &json!({"userId": "u", "roomId": "pw"})).await.assert_error(401, "INVALID_PASSWORD");
-    let ok = b.post("/api/auth/token", &json!({"userId": "u", "roomId": "pw", "password": "s3cret"})).await;
+    b.post("/api/auth/token", &json!({"userId": "u", "roomId": "pw"}))
+        .await
+        .assert_error(401, "INVALID_PASSWORD");
+    let ok = b
+        .post(
+            "/api/auth/token",
+            &json!({"userId": "u", "roomId": "pw", "password": "s3cret"}),
+        )
+        .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     // Admin listing and stats are cluster-wide.
-    let list = b.request(reqwest::Method::GET, "/api/rooms", Some(ADMIN), None).await.body;
-    let ids: Vec<&str> = list["rooms"].as_array().unwrap().iter().map(|r| r["roomId"].as_str().unwrap()).collect();
+    let list = b
+        .request(reqwest::Method::GET, "/api/rooms", Some(ADMIN), None)
+        .await
+        .body;
+    let ids: Vec<&str> = list["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["roomId"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["pw", "x", "y"], "{list}");
     assert_eq!(b.get("/stats").await.body["cluster"]["activeRooms"], 3);
 }
@@ -341,16 +462,23 @@ async fn yjs_publishes_reach_subscribers_on_other_instances() {
     let mut on_a = yjs(&a, a.token("ya", "doc").await).await;
     let mut on_b = yjs(&b, b.token("yb", "doc").await).await;
     for c in [&mut on_a, &mut on_b] {
-        c.send_json(json!({"type": "subscribe", "topics": ["doc"]})).await;
+        c.send_json(json!({"type": "subscribe", "topics": ["doc"]}))
+            .await;
         c.send_json(json!({"type": "ping"})).await;
         assert_eq!(c.recv().await, json!({"type": "pong"}));
     }
     // Subscriptions travel through Redis; y-webrtc re-announces, so retry like it does.
     let deadline = Instant::now() + Duration::from_secs(5);
     let got = loop {
-        on_a.send_json(json!({"type": "publish", "topic": "doc", "data": {"type": "announce", "from": "ya"}})).await;
+        on_a.send_json(
+            json!({"type": "publish", "topic": "doc", "data": {"type": "announce", "from": "ya"}}),
+        )
+        .await;
         let own = on_a.recv().await;
-        assert_eq!(own["data"]["from"], "ya", "the sender gets its own publish: {own}");
+        assert_eq!(
+            own["data"]["from"], "ya",
+            "the sender gets its own publish: {own}"
+        );
         match on_b.next_frame(Duration::from_millis(200)).await {
             Some(Incoming::Text(t)) => break serde_json::from_str::<Value>(&t).unwrap(),
             None => assert!(Instant::now() < deadline, "publish never crossed instances"),

@@ -259,12 +259,25 @@ async fn frames_over_max_message_bytes_close_with_1009() {
 #[tokio::test]
 async fn closing_the_room_disconnects_its_yjs_subscribers() {
     let server = Server::start(&[("ADMIN_API_KEY", "yjs-admin")]);
-    assert_eq!(server.post("/api/rooms", &json!({"roomId": "doc"})).await.status, 201);
+    assert_eq!(
+        server
+            .post("/api/rooms", &json!({"roomId": "doc"}))
+            .await
+            .status,
+        201
+    );
     let mut sub = yjs_client(&server, "u1", "doc").await;
     subscribe(&mut sub, &["doc"]).await;
     let mut other = yjs_client(&server, "u2", "other-doc").await;
     subscribe(&mut other, &["other-doc"]).await;
-    let r = server.request(reqwest::Method::DELETE, "/api/rooms/doc", Some("yjs-admin"), None).await;
+    let r = server
+        .request(
+            reqwest::Method::DELETE,
+            "/api/rooms/doc",
+            Some("yjs-admin"),
+            None,
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let (_, code) = sub.drain_until_close(Duration::from_secs(5)).await;
     assert_eq!(code, 4010);

@@ -81,7 +81,14 @@ impl TokenKeys {
     }
 
     /// Signs a token for `user_id` in `room_id`, valid from `now_secs` for `ttl_secs`.
-    pub fn issue(&self, user_id: &str, room_id: &str, name: Option<&str>, now_secs: u64, ttl_secs: u64) -> IssuedToken {
+    pub fn issue(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        name: Option<&str>,
+        now_secs: u64,
+        ttl_secs: u64,
+    ) -> IssuedToken {
         self.issue_with(user_id, room_id, name, now_secs, ttl_secs, false)
     }
 

@@ -76,7 +76,11 @@ unsafe impl GlobalAlloc for CountingAllocator {
 
 /// Bytes currently allocated through [`CountingAllocator`] (0 if it is not installed).
 pub fn allocated_bytes() -> u64 {
-    IN_USE.iter().map(|s| s.0.load(Relaxed)).sum::<isize>().max(0) as u64
+    IN_USE
+        .iter()
+        .map(|s| s.0.load(Relaxed))
+        .sum::<isize>()
+        .max(0) as u64
 }
 
 /// One reading of the process's memory.
@@ -123,7 +127,10 @@ impl Default for Sampler {
 impl Sampler {
     /// A sampler for the current process.
     pub fn new() -> Self {
-        Self { system: Mutex::new(sysinfo::System::new().ok()), pid: sysinfo::get_current_pid().ok() }
+        Self {
+            system: Mutex::new(sysinfo::System::new().ok()),
+            pid: sysinfo::get_current_pid().ok(),
+        }
     }
 
     /// Takes a reading (a few system calls; call it from a blocking-tolerant context).
@@ -131,7 +138,10 @@ impl Sampler {
         let heap_bytes = allocated_bytes();
         let mut guard = self.system.lock().unwrap_or_else(|p| p.into_inner());
         let (Some(system), Some(pid)) = (guard.as_mut(), self.pid) else {
-            return Sample { heap_bytes, ..Sample::default() };
+            return Sample {
+                heap_bytes,
+                ..Sample::default()
+            };
         };
         system.refresh_memory_specifics(sysinfo::MemoryRefreshKind::nothing().with_ram());
         system.refresh_processes_specifics(

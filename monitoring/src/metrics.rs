@@ -65,7 +65,13 @@ pub struct Snapshot {
 #[derive(Debug)]
 struct SnapshotCollector(Snapshot);
 
-fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, unit: Option<&Unit>, v: u64) -> std::fmt::Result {
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    v: u64,
+) -> std::fmt::Result {
     let g = ConstGauge::new(v as i64);
     g.encode(enc.encode_descriptor(name, help, unit, g.metric_type())?)
 }
@@ -94,9 +100,27 @@ fn labelled_counter<'a>(
 impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let s = &self.0;
-        gauge(&mut enc, "switchboard_connections", "Open WebSocket connections", None, s.connections)?;
-        gauge(&mut enc, "switchboard_authenticated_connections", "Authenticated connections", None, s.authenticated)?;
-        gauge(&mut enc, "switchboard_peers", "Room members, reconnecting ones included", None, s.peers)?;
+        gauge(
+            &mut enc,
+            "switchboard_connections",
+            "Open WebSocket connections",
+            None,
+            s.connections,
+        )?;
+        gauge(
+            &mut enc,
+            "switchboard_authenticated_connections",
+            "Authenticated connections",
+            None,
+            s.authenticated,
+        )?;
+        gauge(
+            &mut enc,
+            "switchboard_peers",
+            "Room members, reconnecting ones included",
+            None,
+            s.peers,
+        )?;
         gauge(&mut enc, "switchboard_rooms", "Rooms", None, s.rooms)?;
         labelled_counter(
             &mut enc,
@@ -122,8 +146,18 @@ impl Collector for SnapshotCollector {
             "reason",
             s.rejected.iter().copied(),
         )?;
-        counter(&mut enc, "switchboard_heartbeat_timeouts", "Peers disconnected for silence", s.heartbeat_timeouts)?;
-        counter(&mut enc, "switchboard_slow_consumers", "Connections cut off for not reading", s.slow_consumers)?;
+        counter(
+            &mut enc,
+            "switchboard_heartbeat_timeouts",
+            "Peers disconnected for silence",
+            s.heartbeat_timeouts,
+        )?;
+        counter(
+            &mut enc,
+            "switchboard_slow_consumers",
+            "Connections cut off for not reading",
+            s.slow_consumers,
+        )?;
         counter(&mut enc, "switchboard_sweeps", "Room sweeps run", s.sweeps)?;
         labelled_counter(
             &mut enc,
@@ -133,9 +167,26 @@ impl Collector for SnapshotCollector {
             "level",
             s.cleanups.iter().copied(),
         )?;
-        counter(&mut enc, "switchboard_tokens_issued", "Room tokens issued", s.tokens_issued)?;
-        gauge(&mut enc, "switchboard_memory_rss", "Resident memory", Some(&Unit::Bytes), s.memory_rss_bytes)?;
-        gauge(&mut enc, "switchboard_memory_heap", "Allocator bytes in use", Some(&Unit::Bytes), s.memory_heap_bytes)?;
+        counter(
+            &mut enc,
+            "switchboard_tokens_issued",
+            "Room tokens issued",
+            s.tokens_issued,
+        )?;
+        gauge(
+            &mut enc,
+            "switchboard_memory_rss",
+            "Resident memory",
+            Some(&Unit::Bytes),
+            s.memory_rss_bytes,
+        )?;
+        gauge(
+            &mut enc,
+            "switchboard_memory_heap",
+            "Allocator bytes in use",
+            Some(&Unit::Bytes),
+            s.memory_heap_bytes,
+        )?;
         gauge(
             &mut enc,
             "switchboard_memory_pressure_level",
@@ -152,7 +203,9 @@ impl Collector for SnapshotCollector {
             None,
             MetricType::Histogram,
         )?;
-        m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+        m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum, h.count, &h.buckets, None,
+        )?;
         Ok(())
     }
 }
@@ -178,7 +231,11 @@ mod tests {
             relayed: vec![("sdp-offer", 2, 200), ("message", 0, 0)],
             rejected: vec![("rate_limited", 1)],
             cleanups: vec![("normal", 0), ("aggressive", 0)],
-            relay_latency: HistogramSnapshot { buckets: vec![(0.001, 2), (f64::MAX, 1)], sum: 0.5, count: 3 },
+            relay_latency: HistogramSnapshot {
+                buckets: vec![(0.001, 2), (f64::MAX, 1)],
+                sum: 0.5,
+                count: 3,
+            },
             ..Snapshot::default()
         });
         assert!(text.contains("switchboard_connections 3\n"), "{text}");

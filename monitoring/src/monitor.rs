@@ -91,13 +91,20 @@ pub struct Monitor {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Monitor {
     /// A monitor checking every `interval`; peers silent for `silent_after` are
     /// disconnected by any cleanup.
-    pub fn new(janitor: Arc<dyn Janitor>, thresholds: Thresholds, interval: Duration, silent_after: Duration) -> Self {
+    pub fn new(
+        janitor: Arc<dyn Janitor>,
+        thresholds: Thresholds,
+        interval: Duration,
+        silent_after: Duration,
+    ) -> Self {
         let sampler = Sampler::new();
         let last_sample = sampler.sample();
         Self {
@@ -105,7 +112,12 @@ impl Monitor {
             sampler,
             interval,
             silent_after,
-            status: Mutex::new(Status { state: State::default(), thresholds, last_sample, last_report: None }),
+            status: Mutex::new(Status {
+                state: State::default(),
+                thresholds,
+                last_sample,
+                last_report: None,
+            }),
             cleanups: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
@@ -169,7 +181,8 @@ impl Monitor {
             level,
             rooms_closed: swept.rooms + idle.rooms,
             peers_disconnected: swept.peers + silent + idle.peers,
-            freed_mb: (heap_before.saturating_sub(heap_after) as f64 / MIB as f64 * 100.0).round() / 100.0,
+            freed_mb: (heap_before.saturating_sub(heap_after) as f64 / MIB as f64 * 100.0).round()
+                / 100.0,
         };
         self.cleanups[level as usize].fetch_add(1, Relaxed);
         self.status().last_report = Some(report);
@@ -245,15 +258,29 @@ mod tests {
     #[test]
     fn critical_cleans_aggressively_and_refuses_rooms_until_relieved() {
         let rooms = Arc::new(FakeRooms::default());
-        let tiny = Thresholds { warning_mb: 1, critical_mb: 1 };
-        let m = Monitor::new(rooms.clone(), tiny, Duration::from_secs(1), Duration::from_secs(60));
+        let tiny = Thresholds {
+            warning_mb: 1,
+            critical_mb: 1,
+        };
+        let m = Monitor::new(
+            rooms.clone(),
+            tiny,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
         assert_eq!(m.check(), Level::Critical);
         assert!(rooms.refusing.load(Relaxed));
         let r = m.last_report().unwrap();
-        assert_eq!((r.level, r.rooms_closed, r.peers_disconnected), (CleanupLevel::Aggressive, 5, 10));
+        assert_eq!(
+            (r.level, r.rooms_closed, r.peers_disconnected),
+            (CleanupLevel::Aggressive, 5, 10)
+        );
         assert_eq!(m.cleanups(CleanupLevel::Aggressive), 1);
 
-        m.set_thresholds(Thresholds { warning_mb: 1 << 20, critical_mb: 1 << 21 });
+        m.set_thresholds(Thresholds {
+            warning_mb: 1 << 20,
+            critical_mb: 1 << 21,
+        });
         assert_eq!(m.check(), Level::Normal);
         assert!(!rooms.refusing.load(Relaxed));
         assert_eq!(m.cleanups(CleanupLevel::Aggressive), 1);
@@ -262,8 +289,16 @@ mod tests {
     #[test]
     fn warning_cleans_normally() {
         let rooms = Arc::new(FakeRooms::default());
-        let t = Thresholds { warning_mb: 1, critical_mb: 1 << 20 };
-        let m = Monitor::new(rooms.clone(), t, Duration::from_secs(1), Duration::from_secs(60));
+        let t = Thresholds {
+            warning_mb: 1,
+            critical_mb: 1 << 20,
+        };
+        let m = Monitor::new(
+            rooms.clone(),
+            t,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
         assert_eq!(m.check(), Level::Warning);
         assert_eq!(m.last_report().unwrap().level, CleanupLevel::Normal);
         assert_eq!(rooms.idle_closed.load(Relaxed), 0);

@@ -39,7 +39,10 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        Self { level: Level::Normal, refuse_new_rooms: false }
+        Self {
+            level: Level::Normal,
+            refuse_new_rooms: false,
+        }
     }
 }
 
@@ -61,8 +64,12 @@ impl State {
         } else {
             Level::Normal
         };
-        let refuse_new_rooms = level == Level::Critical || (self.refuse_new_rooms && rss_mb >= warn);
-        Self { level, refuse_new_rooms }
+        let refuse_new_rooms =
+            level == Level::Critical || (self.refuse_new_rooms && rss_mb >= warn);
+        Self {
+            level,
+            refuse_new_rooms,
+        }
     }
 }
 
@@ -70,7 +77,10 @@ impl State {
 mod tests {
     use super::*;
 
-    const T: Thresholds = Thresholds { warning_mb: 200, critical_mb: 300 };
+    const T: Thresholds = Thresholds {
+        warning_mb: 200,
+        critical_mb: 300,
+    };
 
     fn walk(readings: &[f64]) -> Vec<(Level, bool)> {
         let mut s = State::default();
@@ -106,7 +116,13 @@ mod tests {
     fn thresholds_raised_at_runtime_take_effect_at_once() {
         let s = State::default().next(500.0, T);
         assert_eq!(s.level, Level::Critical);
-        let s = s.next(500.0, Thresholds { warning_mb: 1000, critical_mb: 2000 });
+        let s = s.next(
+            500.0,
+            Thresholds {
+                warning_mb: 1000,
+                critical_mb: 2000,
+            },
+        );
         assert_eq!((s.level, s.refuse_new_rooms), (Level::Normal, false));
     }
 }

@@ -245,7 +245,10 @@ pub trait ClusterLink: Send + Sync + 'static {
     fn emit(&self, op: Op);
     /// Checks and records a join in Redis. `Ok(None)` means Redis is unreachable: the
     /// join is decided locally and published when Redis is back.
-    fn reserve_join(self: Arc<Self>, req: JoinRequest) -> BoxFuture<Result<Option<Grant>, crate::ErrorCode>>;
+    fn reserve_join(
+        self: Arc<Self>,
+        req: JoinRequest,
+    ) -> BoxFuture<Result<Option<Grant>, crate::ErrorCode>>;
 }
 
 /// What Redis granted a join: the room as the cluster knows it.

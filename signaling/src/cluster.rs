@@ -28,7 +28,9 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::bus::{BoxFuture, ClusterLink, Event, Grant, JoinRequest, Op, Store, WireMember, WireStatus};
+use crate::bus::{
+    BoxFuture, ClusterLink, Event, Grant, JoinRequest, Op, Store, WireMember, WireStatus,
+};
 use crate::error::ErrorCode;
 use crate::protocol::{CloseReason, PeerInfo, PeerStatus, RoomMeta, RoomState};
 use crate::registry::{Registry, RoomOptions};
@@ -258,7 +260,10 @@ fn parse_hash(values: &[redis::Value]) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for pair in values.chunks(2) {
         if let [k, v] = pair {
-            if let (Ok(k), Ok(v)) = (redis::from_redis_value_ref::<String>(k), redis::from_redis_value_ref::<String>(v)) {
+            if let (Ok(k), Ok(v)) = (
+                redis::from_redis_value_ref::<String>(k),
+                redis::from_redis_value_ref::<String>(v),
+            ) {
                 out.insert(k, v);
             }
         }
@@ -301,8 +306,14 @@ fn grant_of(
         name: room.get("name").cloned().unwrap_or_default(),
         host: opt(room.get("host")).map(str::to_owned),
         host_name: opt(room.get("hostName")).map(str::to_owned),
-        created_at: room.get("created").and_then(|v| v.parse().ok()).unwrap_or_else(now_ms),
-        max_peers: room.get("maxPeers").and_then(|v| v.parse().ok()).unwrap_or(default_max),
+        created_at: room
+            .get("created")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(now_ms),
+        max_peers: room
+            .get("maxPeers")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default_max),
         expires_at: opt(room.get("expires")).and_then(|v| v.parse().ok()),
         ttl_seconds: opt(room.get("ttl")).and_then(|v| v.parse().ok()),
         destroy_on_host_leave: room.get("dohl").is_some_and(|v| v == "1"),
@@ -346,7 +357,8 @@ impl RedisCluster {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(|e| e.to_string())?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+            .map_err(|e| e.to_string())?;
         let (ops, ops_rx) = mpsc::channel(OP_QUEUE);
         Ok(Arc::new(Self {
             instance: uuid::Uuid::new_v4().simple().to_string().into(),
@@ -420,7 +432,10 @@ impl RedisCluster {
                             pipe = redis::pipe();
                             pending = false;
                         }
-                        let closed = self.close_in_redis(&room).await.is_some_and(|(closed, _)| closed);
+                        let closed = self
+                            .close_in_redis(&room)
+                            .await
+                            .is_some_and(|(closed, _)| closed);
                         if closed {
                             if let Some(event) = &op.event {
                                 self.publish_now(&op.to, event, op.frame.as_ref()).await;
@@ -454,7 +469,8 @@ impl RedisCluster {
                 }
             }
             if pending {
-                let result: Result<(), redis::RedisError> = pipe.query_async(&mut self.conn.clone()).await;
+                let result: Result<(), redis::RedisError> =
+                    pipe.query_async(&mut self.conn.clone()).await;
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "cluster publish failed");
                 }
@@ -474,10 +490,16 @@ impl RedisCluster {
     fn add_store(&self, pipe: &mut redis::Pipeline, store: &Store) {
         match store {
             Store::Left { room, user } => {
-                pipe.add_command(Self::leave_cmd(room, user, &self.instance)).ignore();
+                pipe.add_command(Self::leave_cmd(room, user, &self.instance))
+                    .ignore();
             }
-            Store::Reap { room, user, instance } => {
-                pipe.add_command(Self::leave_cmd(room, user, instance)).ignore();
+            Store::Reap {
+                room,
+                user,
+                instance,
+            } => {
+                pipe.add_command(Self::leave_cmd(room, user, instance))
+                    .ignore();
             }
             Store::Status { room, user, status } => {
                 let s = match status {
@@ -485,18 +507,31 @@ impl RedisCluster {
                     WireStatus::Idle => "idle",
                     WireStatus::Reconnecting => "reconnecting",
                 };
-                pipe.add_command(eval(STATUS_LUA, &[&members_key(room)], &[user, &self.instance, s])).ignore();
+                pipe.add_command(eval(
+                    STATUS_LUA,
+                    &[&members_key(room)],
+                    &[user, &self.instance, s],
+                ))
+                .ignore();
             }
             Store::DeleteIfEmpty { room } => {
                 let keys = [room_key(room), members_key(room), ROOMS_KEY.to_owned()];
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                pipe.add_command(eval(DELETE_IF_EMPTY_LUA, &keys, &[room])).ignore();
+                pipe.add_command(eval(DELETE_IF_EMPTY_LUA, &keys, &[room]))
+                    .ignore();
             }
-            Store::YjsTopic { topic, subscribed: true } => {
+            Store::YjsTopic {
+                topic,
+                subscribed: true,
+            } => {
                 pipe.sadd(yjs_key(topic), &*self.instance).ignore();
-                pipe.pexpire(yjs_key(topic), KEY_TTL.as_millis() as i64).ignore();
+                pipe.pexpire(yjs_key(topic), KEY_TTL.as_millis() as i64)
+                    .ignore();
             }
-            Store::YjsTopic { topic, subscribed: false } => {
+            Store::YjsTopic {
+                topic,
+                subscribed: false,
+            } => {
                 pipe.srem(yjs_key(topic), &*self.instance).ignore();
             }
             Store::Close { .. } | Store::YjsFanout { .. } => {}
@@ -506,12 +541,22 @@ impl RedisCluster {
     /// Instances with `/yjs` subscribers of `topic` other than this one (cached a second).
     async fn yjs_instances(&self, topic: &Arc<str>) -> Vec<String> {
         let now = tokio::time::Instant::now();
-        if let Some((at, list)) = self.yjs_cache.lock().unwrap_or_else(|p| p.into_inner()).get(topic) {
+        if let Some((at, list)) = self
+            .yjs_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
             if now.duration_since(*at) < Duration::from_secs(1) {
                 return list.clone();
             }
         }
-        let mut list: Vec<String> = self.conn.clone().smembers(yjs_key(topic)).await.unwrap_or_default();
+        let mut list: Vec<String> = self
+            .conn
+            .clone()
+            .smembers(yjs_key(topic))
+            .await
+            .unwrap_or_default();
         list.retain(|i| *i != *self.instance);
         let mut cache = self.yjs_cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 10_000 {
@@ -522,14 +567,25 @@ impl RedisCluster {
     }
 
     fn leave_cmd(room: &str, user: &str, instance: &str) -> redis::Cmd {
-        eval(LEAVE_LUA, &[&room_key(room), &members_key(room)], &[user, instance])
+        eval(
+            LEAVE_LUA,
+            &[&room_key(room), &members_key(room)],
+            &[user, instance],
+        )
     }
 
     async fn close_in_redis(&self, room: &str) -> Option<(bool, Vec<WireMember>)> {
         let mut inv = self.scripts.close.key(room_key(room));
-        inv.key(members_key(room)).key(ROOMS_KEY).key(tomb_key(room)).arg(room).arg(TOMBSTONE_MS);
+        inv.key(members_key(room))
+            .key(ROOMS_KEY)
+            .key(tomb_key(room))
+            .arg(room)
+            .arg(TOMBSTONE_MS);
         let out: Vec<redis::Value> = inv.invoke_async(&mut self.conn.clone()).await.ok()?;
-        let closed = out.first().and_then(|v| redis::from_redis_value_ref::<String>(v).ok()).is_some_and(|s| s == "1");
+        let closed = out
+            .first()
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .is_some_and(|s| s == "1");
         Some((closed, parse_members(out.get(1..).unwrap_or(&[]))))
     }
 
@@ -553,7 +609,9 @@ impl RedisCluster {
                         while let Some(msg) = stream.next().await {
                             let payload: &[u8] = msg.get_payload_bytes();
                             match (decode(payload), self.registry()) {
-                                (Some((event, frame)), Some(registry)) => registry.apply(event, frame),
+                                (Some((event, frame)), Some(registry)) => {
+                                    registry.apply(event, frame)
+                                }
                                 (None, _) => tracing::warn!("undecodable cluster message dropped"),
                                 _ => {}
                             }
@@ -578,8 +636,15 @@ impl RedisCluster {
         loop {
             tick.tick().await;
             let ttl_ms = self.config.instance_timeout.as_millis() as u64;
-            let alive: Result<(), redis::RedisError> =
-                self.conn.clone().set_options(alive_key(&self.instance), 1, redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms))).await;
+            let alive: Result<(), redis::RedisError> = self
+                .conn
+                .clone()
+                .set_options(
+                    alive_key(&self.instance),
+                    1,
+                    redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms)),
+                )
+                .await;
             match alive {
                 Ok(()) => {
                     if !self.healthy.swap(true, Relaxed) {
@@ -615,7 +680,9 @@ impl RedisCluster {
     }
 
     async fn refresh_keys(&self) {
-        let Some(registry) = self.registry() else { return };
+        let Some(registry) = self.registry() else {
+            return;
+        };
         let ttl = KEY_TTL.as_millis() as i64;
         let mut pipe = redis::pipe();
         for room in registry.local_rooms() {
@@ -630,7 +697,9 @@ impl RedisCluster {
     }
 
     async fn reap_dead(&self) {
-        let Some(registry) = self.registry() else { return };
+        let Some(registry) = self.registry() else {
+            return;
+        };
         let others: Vec<Arc<str>> = registry.remote_instances().into_iter().collect();
         if others.is_empty() {
             return;
@@ -639,7 +708,9 @@ impl RedisCluster {
         for inst in &others {
             pipe.exists(alive_key(inst));
         }
-        let Ok(alive): Result<Vec<bool>, _> = pipe.query_async(&mut self.conn.clone()).await else { return };
+        let Ok(alive): Result<Vec<bool>, _> = pipe.query_async(&mut self.conn.clone()).await else {
+            return;
+        };
         for (inst, alive) in others.iter().zip(alive) {
             if !alive {
                 let n = registry.drop_instance(inst);
@@ -651,12 +722,16 @@ impl RedisCluster {
     /// Writes local rooms and members back to Redis and tells the other instances of each
     /// room who is here; merges what Redis knows into the local mirrors.
     async fn resync(&self) {
-        let Some(registry) = self.registry() else { return };
+        let Some(registry) = self.registry() else {
+            return;
+        };
         self.refresh_keys().await;
         for room in registry.local_rooms() {
             let g = &room.grant;
             let mut inv = self.scripts.restore.key(room_key(&room.room_id));
-            inv.key(members_key(&room.room_id)).key(ROOMS_KEY).key(tomb_key(&room.room_id));
+            inv.key(members_key(&room.room_id))
+                .key(ROOMS_KEY)
+                .key(tomb_key(&room.room_id));
             inv.arg(&*room.room_id)
                 .arg(KEY_TTL.as_millis() as u64)
                 .arg(&g.name)
@@ -679,15 +754,23 @@ impl RedisCluster {
                     return;
                 }
             };
-            let head = out.first().and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
+            let head = out
+                .first()
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
             if head.as_deref() == Some("CLOSED") {
                 let _ = registry.close_room(&room.room_id, CloseReason::Admin);
                 continue;
             }
             let all = parse_members(out.get(1..).unwrap_or(&[]));
-            let hello = Event::Hello { room: room.room_id.to_string(), members: room.members.clone() };
+            let hello = Event::Hello {
+                room: room.room_id.to_string(),
+                members: room.members.clone(),
+            };
             registry.apply(
-                Event::Hello { room: room.room_id.to_string(), members: all.clone() },
+                Event::Hello {
+                    room: room.room_id.to_string(),
+                    members: all.clone(),
+                },
                 None,
             );
             let mut to: Vec<Arc<str>> = Vec::new();
@@ -703,10 +786,19 @@ impl RedisCluster {
     // ---- HTTP-facing operations -----------------------------------------------------------
 
     /// Token admission (full/closed rooms refuse newcomers); returns the password hash.
-    pub async fn admission(&self, room_id: &str, user_id: &str) -> Result<Option<Arc<str>>, ErrorCode> {
+    pub async fn admission(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Option<Arc<str>>, ErrorCode> {
         let mut inv = self.scripts.admit.key(room_key(room_id));
-        inv.key(members_key(room_id)).key(tomb_key(room_id)).arg(user_id);
-        let out: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await.map_err(|_| ErrorCode::TooManyRooms)?;
+        inv.key(members_key(room_id))
+            .key(tomb_key(room_id))
+            .arg(user_id);
+        let out: Vec<String> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|_| ErrorCode::TooManyRooms)?;
         match out.as_slice() {
             [ok, pw] if ok == "OK" => Ok((!pw.is_empty()).then(|| Arc::from(pw.as_str()))),
             [_, code] => Err(code_of(code)),
@@ -735,13 +827,20 @@ impl RedisCluster {
             .arg(host_name.unwrap_or(""))
             .arg(now_ms())
             .arg(opts.max_peers)
-            .arg(opts.ttl.map(|t| t.as_secs().to_string()).unwrap_or_default())
+            .arg(
+                opts.ttl
+                    .map(|t| t.as_secs().to_string())
+                    .unwrap_or_default(),
+            )
             .arg(if opts.destroy_on_host_leave { "1" } else { "0" })
             .arg(password_hash.unwrap_or(""))
             .arg(max_rooms)
             .arg(idle_timeout.as_millis() as u64)
             .arg(if refuse { "1" } else { "0" });
-        let out: String = inv.invoke_async(&mut self.conn.clone()).await.map_err(|_| ErrorCode::TooManyRooms)?;
+        let out: String = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|_| ErrorCode::TooManyRooms)?;
         if out == "OK" {
             Ok(())
         } else {
@@ -752,21 +851,33 @@ impl RedisCluster {
     /// A room as the cluster knows it.
     pub async fn room(&self, room_id: &str) -> Result<ClusterRoom, ErrorCode> {
         let mut pipe = redis::pipe();
-        pipe.exists(tomb_key(room_id)).hgetall(room_key(room_id)).hgetall(members_key(room_id));
-        let (tomb, room, members): (bool, HashMap<String, String>, HashMap<String, String>) =
-            pipe.query_async(&mut self.conn.clone()).await.map_err(|_| ErrorCode::RoomNotFound)?;
+        pipe.exists(tomb_key(room_id))
+            .hgetall(room_key(room_id))
+            .hgetall(members_key(room_id));
+        let (tomb, room, members): (bool, HashMap<String, String>, HashMap<String, String>) = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|_| ErrorCode::RoomNotFound)?;
         if tomb {
             return Err(ErrorCode::RoomClosed);
         }
         if room.is_empty() {
             return Err(ErrorCode::RoomNotFound);
         }
-        let mut members: Vec<WireMember> = members.into_values().filter_map(|j| serde_json::from_str(&j).ok()).collect();
+        let mut members: Vec<WireMember> = members
+            .into_values()
+            .filter_map(|j| serde_json::from_str(&j).ok())
+            .collect();
         members.sort_by_key(|m| m.order);
         Ok(self.cluster_room(room_id, &room, &members))
     }
 
-    fn cluster_room(&self, room_id: &str, room: &HashMap<String, String>, members: &[WireMember]) -> ClusterRoom {
+    fn cluster_room(
+        &self,
+        room_id: &str,
+        room: &HashMap<String, String>,
+        members: &[WireMember],
+    ) -> ClusterRoom {
         let now = now_ms();
         let host = opt(room.get("host")).map(str::to_owned);
         let peers: Vec<PeerInfo> = members
@@ -795,7 +906,10 @@ impl RedisCluster {
             room_name: room.get("name").cloned().unwrap_or_default(),
             host_id: host.as_deref().map(Arc::from),
             host_name,
-            created_at: room.get("created").and_then(|v| v.parse().ok()).unwrap_or(0),
+            created_at: room
+                .get("created")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             last_activity: now,
             state: if peers.iter().any(|p| p.status != PeerStatus::Reconnecting) {
                 RoomState::Active
@@ -803,7 +917,10 @@ impl RedisCluster {
                 RoomState::Idle
             },
             peer_count: peers.len(),
-            max_peers: room.get("maxPeers").and_then(|v| v.parse().ok()).unwrap_or(0),
+            max_peers: room
+                .get("maxPeers")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             has_password: opt(room.get("pw")).is_some(),
             expires_at,
             time_until_expiration: expires_at.map(|e| e.saturating_sub(now)),
@@ -814,22 +931,31 @@ impl RedisCluster {
 
     /// Every room of the cluster, ordered by id (without peers).
     pub async fn list_rooms(&self) -> Result<Vec<RoomMeta>, ErrorCode> {
-        let mut ids: Vec<String> = self.conn.clone().smembers(ROOMS_KEY).await.map_err(|_| ErrorCode::RoomNotFound)?;
+        let mut ids: Vec<String> = self
+            .conn
+            .clone()
+            .smembers(ROOMS_KEY)
+            .await
+            .map_err(|_| ErrorCode::RoomNotFound)?;
         ids.sort();
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(room_key(id)).hgetall(members_key(id));
         }
-        let results: Vec<HashMap<String, String>> =
-            pipe.query_async(&mut self.conn.clone()).await.map_err(|_| ErrorCode::RoomNotFound)?;
+        let results: Vec<HashMap<String, String>> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|_| ErrorCode::RoomNotFound)?;
         let mut out = Vec::new();
         for (id, pair) in ids.iter().zip(results.chunks(2)) {
             let [room, members] = pair else { continue };
             if room.is_empty() {
                 continue; // expired keys of a room nobody refreshes any more
             }
-            let mut members: Vec<WireMember> =
-                members.values().filter_map(|j| serde_json::from_str(j).ok()).collect();
+            let mut members: Vec<WireMember> = members
+                .values()
+                .filter_map(|j| serde_json::from_str(j).ok())
+                .collect();
             members.sort_by_key(|m| m.order);
             let mut meta = self.cluster_room(id, room, &members).meta;
             meta.peers = None;
@@ -845,7 +971,10 @@ impl RedisCluster {
 
     /// Closes a room cluster-wide (for `DELETE /api/rooms/{id}` when no member is local).
     pub async fn close_room(&self, room_id: &str, reason: CloseReason) -> Result<(), ErrorCode> {
-        let (closed, members) = self.close_in_redis(room_id).await.ok_or(ErrorCode::RoomNotFound)?;
+        let (closed, members) = self
+            .close_in_redis(room_id)
+            .await
+            .ok_or(ErrorCode::RoomNotFound)?;
         if !closed {
             return Err(ErrorCode::RoomNotFound);
         }
@@ -855,7 +984,15 @@ impl RedisCluster {
                 to.push(m.instance.as_str().into());
             }
         }
-        self.publish_now(&to, &Event::Closed { room: room_id.to_owned(), reason }, None).await;
+        self.publish_now(
+            &to,
+            &Event::Closed {
+                room: room_id.to_owned(),
+                reason,
+            },
+            None,
+        )
+        .await;
         Ok(())
     }
 
@@ -863,11 +1000,15 @@ impl RedisCluster {
         if !self.is_healthy() {
             return Ok(None);
         }
-        let Some(registry) = self.registry() else { return Ok(None) };
+        let Some(registry) = self.registry() else {
+            return Ok(None);
+        };
         let cfg = registry.config();
         let create = req.create.as_ref();
         let mut inv = self.scripts.join.key(room_key(&req.room_id));
-        inv.key(members_key(&req.room_id)).key(ROOMS_KEY).key(tomb_key(&req.room_id));
+        inv.key(members_key(&req.room_id))
+            .key(ROOMS_KEY)
+            .key(tomb_key(&req.room_id));
         inv.arg(&*req.room_id)
             .arg(&*req.user_id)
             .arg(&*self.instance)
@@ -877,9 +1018,22 @@ impl RedisCluster {
             .arg(cfg.max_rooms)
             .arg(cfg.max_peers_per_room)
             .arg(create.map(|c| c.name.as_str()).unwrap_or(""))
-            .arg(create.map(|c| c.max_peers).unwrap_or(cfg.max_peers_per_room))
-            .arg(create.and_then(|c| c.ttl).map(|t| t.as_secs().to_string()).unwrap_or_default())
-            .arg(if create.is_some_and(|c| c.destroy_on_host_leave) { "1" } else { "0" })
+            .arg(
+                create
+                    .map(|c| c.max_peers)
+                    .unwrap_or(cfg.max_peers_per_room),
+            )
+            .arg(
+                create
+                    .and_then(|c| c.ttl)
+                    .map(|t| t.as_secs().to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(if create.is_some_and(|c| c.destroy_on_host_leave) {
+                "1"
+            } else {
+                "0"
+            })
             .arg(if req.password_ok { "1" } else { "0" })
             .arg(KEY_TTL.as_millis() as u64)
             .arg(if req.refuse_new_rooms { "1" } else { "0" });
@@ -888,9 +1042,15 @@ impl RedisCluster {
             // Redis went away between health checks: decide locally.
             Err(_) => return Ok(None),
         };
-        let head = out.first().and_then(|v| redis::from_redis_value_ref::<String>(v).ok()).unwrap_or_default();
+        let head = out
+            .first()
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .unwrap_or_default();
         if head != "OK" {
-            let code = out.get(1).and_then(|v| redis::from_redis_value_ref::<String>(v).ok()).unwrap_or_default();
+            let code = out
+                .get(1)
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                .unwrap_or_default();
             return Err(code_of(&code));
         }
         let me: WireMember = out
@@ -910,7 +1070,13 @@ impl RedisCluster {
             .get(4)
             .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
             .filter(|p| !p.is_empty() && *p != *self.instance);
-        Ok(Some(grant_of(&room, members, &me, cfg.max_peers_per_room, previous)))
+        Ok(Some(grant_of(
+            &room,
+            members,
+            &me,
+            cfg.max_peers_per_room,
+            previous,
+        )))
     }
 }
 
@@ -935,11 +1101,16 @@ impl ClusterLink for RedisCluster {
 
     fn emit(&self, op: Op) {
         if self.ops.try_send(op).is_err() && !self.logged_drop.swap(true, Relaxed) {
-            tracing::warn!("cluster queue full or closed: dropping cluster updates until Redis catches up");
+            tracing::warn!(
+                "cluster queue full or closed: dropping cluster updates until Redis catches up"
+            );
         }
     }
 
-    fn reserve_join(self: Arc<Self>, req: JoinRequest) -> BoxFuture<Result<Option<Grant>, ErrorCode>> {
+    fn reserve_join(
+        self: Arc<Self>,
+        req: JoinRequest,
+    ) -> BoxFuture<Result<Option<Grant>, ErrorCode>> {
         Box::pin(async move { self.join_in_redis(req).await })
     }
 }
@@ -950,7 +1121,10 @@ mod tests {
 
     #[test]
     fn events_and_frames_round_trip_on_the_channel() {
-        let event = Event::Relay { room: "r1".into(), to: "u2".into() };
+        let event = Event::Relay {
+            room: "r1".into(),
+            to: "u2".into(),
+        };
         let frame: Utf8Bytes = "{\"type\":\"sdp-offer\",\"data\":{\"x\":\"a\\nb\"}}".into();
         let payload = encode(&event, Some(&frame));
         let (back, f) = decode(&payload).unwrap();

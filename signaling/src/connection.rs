@@ -180,7 +180,10 @@ pub(crate) async fn run(
 
     // Tear down: leave the room the way the end deserves, then let the writer finish.
     if conn.kill_reason() == Some(KillReason::SlowConsumer) {
-        shared.stats.slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .stats
+            .slow_consumers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     if let Phase::Joined(_, room) = &session.phase {
         match conn.kill_reason() {
@@ -276,7 +279,11 @@ impl Session {
         if !self.bucket.allow(now) {
             self.shared.stats.count_rejected(ErrorCode::RateLimited);
             let rid = protocol::request_id(text);
-            self.send_error(ErrorCode::RateLimited, "rate limit exceeded, message dropped", rid.as_deref());
+            self.send_error(
+                ErrorCode::RateLimited,
+                "rate limit exceeded, message dropped",
+                rid.as_deref(),
+            );
             if self.refusals.hit(now) > self.shared.registry.config().rate_limit_burst {
                 return Flow::Close(KillReason::Policy);
             }
@@ -606,7 +613,11 @@ impl Session {
                 }
             }
         };
-        match self.shared.registry.join(&self.conn, &who, name, create, grant) {
+        match self
+            .shared
+            .registry
+            .join(&self.conn, &who, name, create, grant)
+        {
             Ok(room) => (Ok(Flow::Continue), Phase::Joined(who, room)),
             Err(code) => (Err((code, None)), Phase::Authenticated(who)),
         }

@@ -238,7 +238,10 @@ pub fn request_id(text: &str) -> Option<String> {
         #[serde(rename = "requestId", borrow, default)]
         request_id: Option<Cow<'a, str>>,
     }
-    serde_json::from_str::<Id<'_>>(text).ok()?.request_id.map(Cow::into_owned)
+    serde_json::from_str::<Id<'_>>(text)
+        .ok()?
+        .request_id
+        .map(Cow::into_owned)
 }
 
 /// Decodes one text frame.
@@ -327,12 +330,21 @@ pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
             let raw = env
                 .data
                 .ok_or_else(|| fail(ErrorCode::InvalidMessage, "presence needs data.status"))?;
-            let d: PresenceData = serde_json::from_str(raw.get())
-                .map_err(|_| fail(ErrorCode::InvalidMessage, "presence needs data.status as a string"))?;
+            let d: PresenceData = serde_json::from_str(raw.get()).map_err(|_| {
+                fail(
+                    ErrorCode::InvalidMessage,
+                    "presence needs data.status as a string",
+                )
+            })?;
             let status = match &*d.status {
                 "active" => Presence::Active,
                 "idle" => Presence::Idle,
-                _ => return Err(fail(ErrorCode::InvalidInput, "data.status must be \"active\" or \"idle\"")),
+                _ => {
+                    return Err(fail(
+                        ErrorCode::InvalidInput,
+                        "data.status must be \"active\" or \"idle\"",
+                    ))
+                }
             };
             ClientMessage::Broadcast {
                 kind: BroadcastKind::Presence,

@@ -157,7 +157,10 @@ impl Member {
             user_name: self.user_name.clone(),
             is_host: host.is_some_and(|h| *h == self.user_id),
             connected_at: self.connected_at_ms,
-            last_heartbeat: self.conn.as_ref().map_or(self.last_seen_ms, |c| c.last_seen_ms()),
+            last_heartbeat: self
+                .conn
+                .as_ref()
+                .map_or(self.last_seen_ms, |c| c.last_seen_ms()),
             status: self.status(),
         }
     }
@@ -194,7 +197,11 @@ impl Member {
             user_id: w.user.as_str().into(),
             user_name: w.name.clone(),
             connected_at_ms: w.connected_at,
-            presence: if w.status == WireStatus::Idle { Presence::Idle } else { Presence::Active },
+            presence: if w.status == WireStatus::Idle {
+                Presence::Idle
+            } else {
+                Presence::Active
+            },
             order: w.order,
             conn: None,
             remote: Some(w.instance.as_str().into()),
@@ -235,7 +242,9 @@ struct RoomInner {
 
 impl RoomInner {
     fn position_of_conn(&self, conn_id: u64) -> Option<usize> {
-        self.peers.iter().position(|m| m.conn.as_ref().is_some_and(|c| c.id == conn_id))
+        self.peers
+            .iter()
+            .position(|m| m.conn.as_ref().is_some_and(|c| c.id == conn_id))
     }
 
     fn position_of_user(&self, user: &str) -> Option<usize> {
@@ -253,7 +262,10 @@ impl RoomInner {
     }
 
     fn infos(&self) -> Vec<PeerInfo> {
-        self.peers.iter().map(|m| m.info(self.host_id.as_ref())).collect()
+        self.peers
+            .iter()
+            .map(|m| m.info(self.host_id.as_ref()))
+            .collect()
     }
 
     /// Distinct instances holding remote members.
@@ -324,7 +336,10 @@ impl Registry {
             stats,
             index: Mutex::new(Index::default()),
             conns: Mutex::new(HashMap::new()),
-            deadlines: Mutex::new(Deadlines { queue: BTreeMap::new(), seq: 0 }),
+            deadlines: Mutex::new(Deadlines {
+                queue: BTreeMap::new(),
+                seq: 0,
+            }),
             sweeper_wake: Notify::new(),
             refuse_new_rooms: AtomicBool::new(false),
             next_conn_id: AtomicU64::new(1),
@@ -369,7 +384,12 @@ impl Registry {
         if to.is_empty() && store.is_none() {
             return;
         }
-        self.emit(Op { store, to, event: Some(event), frame });
+        self.emit(Op {
+            store,
+            to,
+            event: Some(event),
+            frame,
+        });
     }
 
     fn wall_ms(&self, at: Instant) -> u64 {
@@ -386,7 +406,8 @@ impl Registry {
         if ms >= wall_now {
             now + Duration::from_millis(ms - wall_now)
         } else {
-            now.checked_sub(Duration::from_millis(wall_now - ms)).unwrap_or(now)
+            now.checked_sub(Duration::from_millis(wall_now - ms))
+                .unwrap_or(now)
         }
     }
 
@@ -510,7 +531,9 @@ impl Registry {
             return Err(ErrorCode::RoomClosed);
         }
         let Some(room) = index.rooms.get(room_id).cloned() else {
-            return Ok(Admission { password_hash: None });
+            return Ok(Admission {
+                password_hash: None,
+            });
         };
         drop(index);
         let st = lock(&room.inner);
@@ -521,7 +544,9 @@ impl Registry {
         if !member && st.peers.len() >= st.max_peers {
             return Err(ErrorCode::RoomFull);
         }
-        Ok(Admission { password_hash: st.password_hash.clone() })
+        Ok(Admission {
+            password_hash: st.password_hash.clone(),
+        })
     }
 
     /// Creates a room ahead of its first join (`POST /api/rooms`).
@@ -542,7 +567,13 @@ impl Registry {
             return Err(ErrorCode::RoomExists);
         }
         self.may_add_room(&index)?;
-        let room = self.new_room(room_id.clone(), opts, Some((host_id, host_name)), password_hash, now);
+        let room = self.new_room(
+            room_id.clone(),
+            opts,
+            Some((host_id, host_name)),
+            password_hash,
+            now,
+        );
         index.rooms.insert(room_id, room.clone());
         let mut st = lock(&room.inner);
         drop(index);
@@ -566,7 +597,11 @@ impl Registry {
         if Self::tombstoned(&mut index, room_id, Instant::now()) {
             return Err(ErrorCode::RoomClosed);
         }
-        index.rooms.get(room_id).cloned().ok_or(ErrorCode::RoomNotFound)
+        index
+            .rooms
+            .get(room_id)
+            .cloned()
+            .ok_or(ErrorCode::RoomNotFound)
     }
 
     /// Metadata (without peers) of every room, ordered by id.
@@ -578,7 +613,9 @@ impl Registry {
             .iter()
             .filter_map(|room| {
                 let st = lock(&room.inner);
-                st.closed.is_none().then(|| self.meta(room, &st, now, false))
+                st.closed
+                    .is_none()
+                    .then(|| self.meta(room, &st, now, false))
             })
             .collect()
     }
@@ -610,7 +647,10 @@ impl Registry {
         // Members held by this instance (in cluster mode, mirrored remote ones are counted
         // by their own instance).
         let peers = rooms.iter().map(|r| lock(&r.inner).local_members()).sum();
-        Counts { rooms: rooms.len(), peers }
+        Counts {
+            rooms: rooms.len(),
+            peers,
+        }
     }
 
     /// Closes a room: every member gets `room-closed` with `reason` and is disconnected
@@ -664,7 +704,11 @@ impl Registry {
             last_activity: self.wall_ms(st.last_activity),
             state: if st.closed.is_some() {
                 RoomState::Closed
-            } else if st.peers.iter().any(|m| m.status() != PeerStatus::Reconnecting) {
+            } else if st
+                .peers
+                .iter()
+                .any(|m| m.status() != PeerStatus::Reconnecting)
+            {
                 RoomState::Active
             } else {
                 RoomState::Idle
@@ -754,7 +798,10 @@ impl Registry {
         }
 
         let room_id: &str = &room.id;
-        let moved_here = grant.as_ref().and_then(|g| g.previous_instance.as_ref()).is_some();
+        let moved_here = grant
+            .as_ref()
+            .and_then(|g| g.previous_instance.as_ref())
+            .is_some();
         if moved_here && st.position_of_user(&who.user_id).is_none() {
             // The user's place lives on another instance that we did not mirror yet: take
             // it over (same order and join time) instead of joining anew.
@@ -786,10 +833,13 @@ impl Registry {
             member.remote_reconnecting = false;
             member.disconnected_at = None;
             member.user_name = user_name;
-            let frame: Utf8Bytes =
-                ServerMessage::PeerReconnected { from: &who.user_id, user_id: &who.user_id, room_id }
-                    .encode()
-                    .into();
+            let frame: Utf8Bytes = ServerMessage::PeerReconnected {
+                from: &who.user_id,
+                user_id: &who.user_id,
+                room_id,
+            }
+            .encode()
+            .into();
             st.send_all(&frame, Some(conn.id));
             if let Some(inst) = &instance {
                 let name = st.peers[i].user_name.clone();
@@ -805,7 +855,12 @@ impl Registry {
                         to.push(from);
                     }
                 }
-                self.emit(Op { store: None, to, event: Some(event), frame: None });
+                self.emit(Op {
+                    store: None,
+                    to,
+                    event: Some(event),
+                    frame: None,
+                });
             }
         } else {
             if grant.is_none() {
@@ -853,14 +908,25 @@ impl Registry {
                 from: &who.user_id,
                 user_id: &who.user_id,
                 room_id,
-                data: PeerData { peer: &me, reason: None },
+                data: PeerData {
+                    peer: &me,
+                    reason: None,
+                },
             }
             .encode()
             .into();
             st.send_all(&frame, Some(conn.id));
             if let Some(inst) = &instance {
                 let member = st.peers[i].wire(inst);
-                self.tell(&st, Event::Joined { room: room_id.to_owned(), member }, None, None);
+                self.tell(
+                    &st,
+                    Event::Joined {
+                        room: room_id.to_owned(),
+                        member,
+                    },
+                    None,
+                    None,
+                );
             }
         }
         st.empty_since = None;
@@ -868,12 +934,21 @@ impl Registry {
 
         let meta = self.meta(&room, &st, now, false);
         let mut infos = st.infos();
-        let me_at = infos.iter().position(|p| p.user_id == who.user_id).expect("member present");
+        let me_at = infos
+            .iter()
+            .position(|p| p.user_id == who.user_id)
+            .expect("member present");
         let me = infos.remove(me_at);
         conn.send(
-            &ServerMessage::RoomJoined { data: RoomJoined { room: &meta, self_: &me, peers: &infos } }
-                .encode()
-                .into(),
+            &ServerMessage::RoomJoined {
+                data: RoomJoined {
+                    room: &meta,
+                    self_: &me,
+                    peers: &infos,
+                },
+            }
+            .encode()
+            .into(),
         );
         if let Some(expires_at) = st.expires_at {
             let frame = self.expiring_frame(room_id, expires_at, now);
@@ -918,7 +993,9 @@ impl Registry {
     fn remove_by_conn(&self, room: &Arc<Room>, conn_id: u64, reason: LeaveReason) -> bool {
         let closure = {
             let mut st = lock(&room.inner);
-            let Some(i) = st.position_of_conn(conn_id) else { return false };
+            let Some(i) = st.position_of_conn(conn_id) else {
+                return false;
+            };
             let closure = self.remove_member(room, &mut st, i, reason, Instant::now());
             if closure.is_none() {
                 let next = self.next_check(&st);
@@ -939,7 +1016,9 @@ impl Registry {
             return;
         }
         let mut st = lock(&room.inner);
-        let Some(i) = st.position_of_conn(conn_id) else { return };
+        let Some(i) = st.position_of_conn(conn_id) else {
+            return;
+        };
         let member = &mut st.peers[i];
         if let Some(conn) = member.conn.take() {
             member.last_seen_ms = conn.last_seen_ms();
@@ -951,7 +1030,11 @@ impl Registry {
             user: user.to_string(),
             status: WireStatus::Reconnecting,
         };
-        let store = Store::Status { room: room.id.clone(), user, status: WireStatus::Reconnecting };
+        let store = Store::Status {
+            room: room.id.clone(),
+            user,
+            status: WireStatus::Reconnecting,
+        };
         self.tell(&st, event, None, Some(store));
         let next = self.next_check(&st);
         self.schedule(room, &mut st, next);
@@ -973,12 +1056,22 @@ impl Registry {
 
     /// Hands `frame` to the member `target`, if the member on `sender_conn` is still in
     /// the room. A target on another instance gets it through the cluster.
-    pub fn relay(&self, room: &Room, sender_conn: u64, target: &str, frame: &Utf8Bytes) -> Result<(), ErrorCode> {
+    pub fn relay(
+        &self,
+        room: &Room,
+        sender_conn: u64,
+        target: &str,
+        frame: &Utf8Bytes,
+    ) -> Result<(), ErrorCode> {
         let mut st = lock(&room.inner);
         if st.position_of_conn(sender_conn).is_none() {
             return Err(ErrorCode::NotInRoom);
         }
-        let member = st.peers.iter().find(|m| &*m.user_id == target).ok_or(ErrorCode::PeerNotFound)?;
+        let member = st
+            .peers
+            .iter()
+            .find(|m| &*m.user_id == target)
+            .ok_or(ErrorCode::PeerNotFound)?;
         match (&member.conn, &member.remote) {
             (Some(conn), _) => {
                 conn.send(frame);
@@ -987,7 +1080,10 @@ impl Registry {
                 self.emit(Op {
                     store: None,
                     to: vec![instance.clone()],
-                    event: Some(Event::Relay { room: room.id.to_string(), to: target.to_owned() }),
+                    event: Some(Event::Relay {
+                        room: room.id.to_string(),
+                        to: target.to_owned(),
+                    }),
                     frame: Some(frame.clone()),
                 });
             }
@@ -1007,7 +1103,9 @@ impl Registry {
         presence: Option<Presence>,
     ) -> Result<u64, ErrorCode> {
         let mut st = lock(&room.inner);
-        let i = st.position_of_conn(sender_conn).ok_or(ErrorCode::NotInRoom)?;
+        let i = st
+            .position_of_conn(sender_conn)
+            .ok_or(ErrorCode::NotInRoom)?;
         if let Some(p) = presence {
             st.peers[i].presence = p;
         }
@@ -1020,7 +1118,11 @@ impl Registry {
                 self.emit(Op {
                     store: None,
                     to,
-                    event: Some(Event::Broadcast { room: room.id.to_string(), from, presence }),
+                    event: Some(Event::Broadcast {
+                        room: room.id.to_string(),
+                        from,
+                        presence,
+                    }),
                     frame: Some(frame.clone()),
                 });
             }
@@ -1033,9 +1135,18 @@ impl Registry {
     fn touch(&self, room: &Room, st: &mut RoomInner) {
         let now = Instant::now();
         st.last_activity = now;
-        if self.cluster.get().is_some() && now.duration_since(st.activity_told) > self.config.room_idle_timeout / 4 {
+        if self.cluster.get().is_some()
+            && now.duration_since(st.activity_told) > self.config.room_idle_timeout / 4
+        {
             st.activity_told = now;
-            self.tell(st, Event::Activity { room: room.id.to_string() }, None, None);
+            self.tell(
+                st,
+                Event::Activity {
+                    room: room.id.to_string(),
+                },
+                None,
+                None,
+            );
         }
     }
 
@@ -1045,7 +1156,10 @@ impl Registry {
     pub fn yjs_subscribe(&self, topic: &Arc<str>, conn: &Arc<Conn>) {
         if self.yjs.subscribe(topic, conn) {
             self.emit(Op {
-                store: Some(Store::YjsTopic { topic: topic.clone(), subscribed: true }),
+                store: Some(Store::YjsTopic {
+                    topic: topic.clone(),
+                    subscribed: true,
+                }),
                 to: Vec::new(),
                 event: None,
                 frame: None,
@@ -1057,7 +1171,10 @@ impl Registry {
     pub fn yjs_unsubscribe(&self, topic: &Arc<str>, conn_id: u64) {
         if self.yjs.unsubscribe(topic, conn_id) {
             self.emit(Op {
-                store: Some(Store::YjsTopic { topic: topic.clone(), subscribed: false }),
+                store: Some(Store::YjsTopic {
+                    topic: topic.clone(),
+                    subscribed: false,
+                }),
                 to: Vec::new(),
                 event: None,
                 frame: None,
@@ -1072,9 +1189,13 @@ impl Registry {
         let delivered = self.yjs.publish(topic, &fields);
         if self.cluster.get().is_some() {
             self.emit(Op {
-                store: Some(Store::YjsFanout { topic: topic.clone() }),
+                store: Some(Store::YjsFanout {
+                    topic: topic.clone(),
+                }),
                 to: Vec::new(),
-                event: Some(Event::YjsPublish { room: topic.to_string() }),
+                event: Some(Event::YjsPublish {
+                    room: topic.to_string(),
+                }),
                 frame: Some(fields.into()),
             });
         }
@@ -1094,7 +1215,8 @@ impl Registry {
         if let Event::YjsPublish { room } = &event {
             if let Some(fields) = frame {
                 let (delivered, bytes) = self.yjs.publish(room, fields.as_str());
-                self.stats.count_relayed(crate::stats::yjs_index(), delivered, bytes as u64);
+                self.stats
+                    .count_relayed(crate::stats::yjs_index(), delivered, bytes as u64);
             }
             return;
         }
@@ -1106,7 +1228,8 @@ impl Registry {
                 // own join may be on its way.
                 None if matches!(event, Event::Joined { .. } | Event::Hello { .. }) => {
                     let id: Arc<str> = event.room().into();
-                    let room = self.new_room(id.clone(), self.default_options(&id), None, None, now);
+                    let room =
+                        self.new_room(id.clone(), self.default_options(&id), None, None, now);
                     lock(&room.inner).ever_joined = true;
                     index.rooms.insert(id, room.clone());
                     room
@@ -1146,18 +1269,33 @@ impl Registry {
                 }
             }
             Event::Left { user, reason, .. } => {
-                let i = st.position_of_user(&user).filter(|i| st.peers[*i].remote.is_some())?;
+                let i = st
+                    .position_of_user(&user)
+                    .filter(|i| st.peers[*i].remote.is_some())?;
                 return self.remove_member(room, st, i, reason, now);
             }
             Event::Status { user, status, .. } => {
-                if let Some(m) = st.peers.iter_mut().find(|m| *m.user_id == *user && m.remote.is_some()) {
+                if let Some(m) = st
+                    .peers
+                    .iter_mut()
+                    .find(|m| *m.user_id == *user && m.remote.is_some())
+                {
                     m.remote_reconnecting = status == WireStatus::Reconnecting;
                     if status != WireStatus::Reconnecting {
-                        m.presence = if status == WireStatus::Idle { Presence::Idle } else { Presence::Active };
+                        m.presence = if status == WireStatus::Idle {
+                            Presence::Idle
+                        } else {
+                            Presence::Active
+                        };
                     }
                 }
             }
-            Event::Moved { user, instance, name, .. } => {
+            Event::Moved {
+                user,
+                instance,
+                name,
+                ..
+            } => {
                 let i = st.position_of_user(&user)?;
                 let member = &mut st.peers[i];
                 if let Some(old) = member.conn.take() {
@@ -1168,21 +1306,34 @@ impl Registry {
                 member.remote_reconnecting = false;
                 member.disconnected_at = None;
                 member.user_name = name;
-                let frame: Utf8Bytes =
-                    ServerMessage::PeerReconnected { from: &user, user_id: &user, room_id }.encode().into();
+                let frame: Utf8Bytes = ServerMessage::PeerReconnected {
+                    from: &user,
+                    user_id: &user,
+                    room_id,
+                }
+                .encode()
+                .into();
                 st.send_all(&frame, None);
             }
-            Event::Closed { reason, .. } => return Some(self.close_locked(room, st, reason, false)),
+            Event::Closed { reason, .. } => {
+                return Some(self.close_locked(room, st, reason, false))
+            }
             Event::Relay { to, .. } => {
-                if let (Some(frame), Some(conn)) =
-                    (frame, st.peers.iter().find(|m| *m.user_id == *to).and_then(|m| m.conn.as_ref()))
-                {
+                if let (Some(frame), Some(conn)) = (
+                    frame,
+                    st.peers
+                        .iter()
+                        .find(|m| *m.user_id == *to)
+                        .and_then(|m| m.conn.as_ref()),
+                ) {
                     conn.send(&frame);
                 }
                 st.last_activity = now;
             }
             Event::Broadcast { from, presence, .. } => {
-                if let (Some(p), Some(m)) = (presence, st.peers.iter_mut().find(|m| *m.user_id == *from)) {
+                if let (Some(p), Some(m)) =
+                    (presence, st.peers.iter_mut().find(|m| *m.user_id == *from))
+                {
                     m.presence = p;
                 }
                 if let Some(frame) = frame {
@@ -1197,7 +1348,11 @@ impl Registry {
     }
 
     fn merge_remote(&self, room_id: &str, st: &mut RoomInner, w: &WireMember) {
-        if self.cluster.get().is_some_and(|c| **c.instance() == *w.instance) {
+        if self
+            .cluster
+            .get()
+            .is_some_and(|c| **c.instance() == *w.instance)
+        {
             return;
         }
         match st.position_of_user(&w.user) {
@@ -1210,8 +1365,13 @@ impl Registry {
                         old.terminate(KillReason::Replaced);
                     }
                     m.disconnected_at = None;
-                    let frame: Utf8Bytes =
-                        ServerMessage::PeerReconnected { from: &w.user, user_id: &w.user, room_id }.encode().into();
+                    let frame: Utf8Bytes = ServerMessage::PeerReconnected {
+                        from: &w.user,
+                        user_id: &w.user,
+                        room_id,
+                    }
+                    .encode()
+                    .into();
                     st.send_all(&frame, None);
                 }
                 let m = &mut st.peers[i];
@@ -1228,7 +1388,10 @@ impl Registry {
                     from: &w.user,
                     user_id: &w.user,
                     room_id,
-                    data: PeerData { peer: &info, reason: None },
+                    data: PeerData {
+                        peer: &info,
+                        reason: None,
+                    },
                 }
                 .encode()
                 .into();
@@ -1247,11 +1410,19 @@ impl Registry {
             let closure = {
                 let mut st = lock(&room.inner);
                 let mut closure = None;
-                while let Some(i) = st.peers.iter().position(|m| m.remote.as_deref() == Some(instance)) {
+                while let Some(i) = st
+                    .peers
+                    .iter()
+                    .position(|m| m.remote.as_deref() == Some(instance))
+                {
                     n += 1;
                     let user = st.peers[i].user_id.clone();
                     self.emit(Op {
-                        store: Some(Store::Reap { room: room.id.clone(), user, instance: instance.into() }),
+                        store: Some(Store::Reap {
+                            room: room.id.clone(),
+                            user,
+                            instance: instance.into(),
+                        }),
                         to: Vec::new(),
                         event: None,
                         frame: None,
@@ -1284,7 +1455,9 @@ impl Registry {
 
     /// Every room with local members, for re-publishing after Redis lost its state.
     pub fn local_rooms(&self) -> Vec<LocalRoom> {
-        let Some(instance) = self.cluster.get().map(|c| c.instance().clone()) else { return Vec::new() };
+        let Some(instance) = self.cluster.get().map(|c| c.instance().clone()) else {
+            return Vec::new();
+        };
         let rooms: Vec<Arc<Room>> = lock(&self.index).rooms.values().cloned().collect();
         rooms
             .into_iter()
@@ -1293,8 +1466,12 @@ impl Registry {
                 if st.closed.is_some() || st.local_members() == 0 {
                     return None;
                 }
-                let members: Vec<WireMember> =
-                    st.peers.iter().filter(|m| m.remote.is_none()).map(|m| m.wire(&instance)).collect();
+                let members: Vec<WireMember> = st
+                    .peers
+                    .iter()
+                    .filter(|m| m.remote.is_none())
+                    .map(|m| m.wire(&instance))
+                    .collect();
                 Some(LocalRoom {
                     room_id: room.id.clone(),
                     grant: Grant {
@@ -1334,14 +1511,26 @@ impl Registry {
         let was_host = st.host_id.as_ref() == Some(&member.user_id);
         if local {
             // Tell the mirrors first (they apply the same host rule), then store.
-            let event = Event::Left { room: room.id.to_string(), user: member.user_id.to_string(), reason };
-            let store = Store::Left { room: room.id.clone(), user: member.user_id.clone() };
+            let event = Event::Left {
+                room: room.id.to_string(),
+                user: member.user_id.to_string(),
+                reason,
+            };
+            let store = Store::Left {
+                room: room.id.clone(),
+                user: member.user_id.clone(),
+            };
             let mut to = st.remote_instances();
             if let Some(inst) = &member.remote {
                 to.retain(|t| t != inst);
             }
             if self.cluster.get().is_some() {
-                self.emit(Op { store: Some(store), to, event: Some(event), frame: None });
+                self.emit(Op {
+                    store: Some(store),
+                    to,
+                    event: Some(event),
+                    frame: None,
+                });
             }
         }
         if was_host && st.destroy_on_host_leave && !st.peers.is_empty() {
@@ -1352,7 +1541,10 @@ impl Registry {
             from: &member.user_id,
             user_id: &member.user_id,
             room_id: &room.id,
-            data: PeerData { peer: &info, reason: Some(reason) },
+            data: PeerData {
+                peer: &info,
+                reason: Some(reason),
+            },
         }
         .encode()
         .into();
@@ -1360,10 +1552,14 @@ impl Registry {
         if was_host {
             // Peers are sorted by join order: the first is the longest present.
             if let Some(next_host) = st.peers.first().map(|m| m.user_id.clone()) {
-                let frame: Utf8Bytes =
-                    ServerMessage::HostChanged { room_id: &room.id, data: HostChanged { host_id: &next_host } }
-                        .encode()
-                        .into();
+                let frame: Utf8Bytes = ServerMessage::HostChanged {
+                    room_id: &room.id,
+                    data: HostChanged {
+                        host_id: &next_host,
+                    },
+                }
+                .encode()
+                .into();
                 st.host_id = Some(next_host);
                 st.send_all(&frame, None);
             }
@@ -1374,17 +1570,32 @@ impl Registry {
         None
     }
 
-    fn close_locked(&self, room: &Room, st: &mut RoomInner, reason: CloseReason, originated_here: bool) -> Closure {
-        let frame: Utf8Bytes =
-            ServerMessage::RoomClosed { room_id: &room.id, data: Reason { reason: reason.as_str() } }
-                .encode()
-                .into();
+    fn close_locked(
+        &self,
+        room: &Room,
+        st: &mut RoomInner,
+        reason: CloseReason,
+        originated_here: bool,
+    ) -> Closure {
+        let frame: Utf8Bytes = ServerMessage::RoomClosed {
+            room_id: &room.id,
+            data: Reason {
+                reason: reason.as_str(),
+            },
+        }
+        .encode()
+        .into();
         if originated_here && self.cluster.get().is_some() {
             let to = st.remote_instances();
             self.emit(Op {
-                store: Some(Store::Close { room: room.id.clone() }),
+                store: Some(Store::Close {
+                    room: room.id.clone(),
+                }),
                 to,
-                event: Some(Event::Closed { room: room.id.to_string(), reason }),
+                event: Some(Event::Closed {
+                    room: room.id.to_string(),
+                    reason,
+                }),
                 frame: None,
             });
         }
@@ -1406,11 +1617,17 @@ impl Registry {
         let Some(closure) = closure else { return };
         let now = Instant::now();
         let mut index = lock(&self.index);
-        if index.rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
+        if index
+            .rooms
+            .get(&room.id)
+            .is_some_and(|r| Arc::ptr_eq(r, room))
+        {
             index.rooms.remove(&room.id);
         }
         if closure == Closure::Tombstoned {
-            index.tombstones.insert(room.id.clone(), now + TOMBSTONE_TTL);
+            index
+                .tombstones
+                .insert(room.id.clone(), now + TOMBSTONE_TTL);
             drop(index);
             self.push_deadline(now + TOMBSTONE_TTL, Deadline::Tombstone(room.id.clone()));
         }
@@ -1507,7 +1724,9 @@ impl Registry {
                     _ => None,
                 }
             };
-            let Some(((fired_at, _), what)) = due else { break };
+            let Some(((fired_at, _), what)) = due else {
+                break;
+            };
             match what {
                 Deadline::Tombstone(id) => {
                     let mut index = lock(&self.index);
@@ -1524,7 +1743,11 @@ impl Registry {
         }
         self.stats.sweeps.fetch_add(1, Relaxed);
         if removed != Removed::default() {
-            tracing::debug!(rooms = removed.rooms, peers = removed.peers, "sweep removed");
+            tracing::debug!(
+                rooms = removed.rooms,
+                peers = removed.peers,
+                "sweep removed"
+            );
         }
         removed
     }
@@ -1550,7 +1773,13 @@ impl Registry {
         removed
     }
 
-    fn check_locked(&self, room: &Room, st: &mut RoomInner, now: Instant, removed: &mut Removed) -> Option<Closure> {
+    fn check_locked(
+        &self,
+        room: &Room,
+        st: &mut RoomInner,
+        now: Instant,
+        removed: &mut Removed,
+    ) -> Option<Closure> {
         if st.closed.is_some() {
             return None;
         }
@@ -1566,21 +1795,26 @@ impl Registry {
                 st.send_all(&self.expiring_frame(&room.id, expires_at, now), None);
             }
         }
-        while let Some(i) =
-            st.peers.iter().position(|m| m.disconnected_at.is_some_and(|at| at + cfg.reconnect_grace <= now))
-        {
+        while let Some(i) = st.peers.iter().position(|m| {
+            m.disconnected_at
+                .is_some_and(|at| at + cfg.reconnect_grace <= now)
+        }) {
             removed.peers += 1;
             if let Some(closure) = self.remove_member(room, st, i, LeaveReason::Disconnected, now) {
                 return Some(closure);
             }
         }
         if st.peers.is_empty() {
-            let empty_expired = st.empty_since.is_some_and(|since| since + cfg.room_empty_grace <= now);
+            let empty_expired = st
+                .empty_since
+                .is_some_and(|since| since + cfg.room_empty_grace <= now);
             if empty_expired || st.last_activity + cfg.room_idle_timeout <= now {
                 st.closed = Some(Closure::Deleted);
                 if clustered {
                     self.emit(Op {
-                        store: Some(Store::DeleteIfEmpty { room: room.id.clone() }),
+                        store: Some(Store::DeleteIfEmpty {
+                            room: room.id.clone(),
+                        }),
                         to: Vec::new(),
                         event: None,
                         frame: None,

@@ -20,7 +20,10 @@ pub const YJS_PUBLISH: &str = "yjs-publish";
 
 /// Index of [`YJS_PUBLISH`] in [`RELAY_TYPES`].
 pub fn yjs_index() -> usize {
-    RELAY_TYPES.iter().position(|t| *t == YJS_PUBLISH).unwrap_or(0)
+    RELAY_TYPES
+        .iter()
+        .position(|t| *t == YJS_PUBLISH)
+        .unwrap_or(0)
 }
 
 /// Reasons a client message is rejected, in the order of their counters: every wire error
@@ -81,8 +84,9 @@ fn reject_index(code: ErrorCode) -> usize {
 }
 
 /// Upper bounds (seconds) of the relay latency buckets; a last +Inf bucket follows.
-pub const LATENCY_BOUNDS: [f64; 14] =
-    [5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 1e-1];
+pub const LATENCY_BOUNDS: [f64; 14] = [
+    5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 1e-1,
+];
 
 /// A fixed-bucket latency histogram of atomics: recording is three relaxed adds.
 #[derive(Default)]
@@ -96,7 +100,10 @@ impl LatencyHistogram {
     /// Records one observation.
     pub fn record(&self, elapsed: std::time::Duration) {
         let secs = elapsed.as_secs_f64();
-        let i = LATENCY_BOUNDS.iter().position(|b| secs <= *b).unwrap_or(LATENCY_BOUNDS.len());
+        let i = LATENCY_BOUNDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BOUNDS.len());
         self.buckets[i].fetch_add(1, Relaxed);
         self.sum_ns.fetch_add(elapsed.as_nanos() as u64, Relaxed);
         self.count.fetch_add(1, Relaxed);
@@ -110,7 +117,11 @@ impl LatencyHistogram {
             .chain(std::iter::once(f64::MAX))
             .zip(self.buckets.iter().map(|b| b.load(Relaxed)))
             .collect();
-        (buckets, self.sum_ns.load(Relaxed) as f64 / 1e9, self.count.load(Relaxed))
+        (
+            buckets,
+            self.sum_ns.load(Relaxed) as f64 / 1e9,
+            self.count.load(Relaxed),
+        )
     }
 }
 

@@ -106,7 +106,11 @@ impl Hub {
 fn with_clients(fields: &str, clients: usize) -> Utf8Bytes {
     let body = fields.trim_end();
     let body = body.strip_suffix('}').unwrap_or(body);
-    let sep = if body.trim_end().ends_with('{') { "" } else { "," };
+    let sep = if body.trim_end().ends_with('{') {
+        ""
+    } else {
+        ","
+    };
     format!("{body}{sep}\"clients\":{clients}}}").into()
 }
 
@@ -267,7 +271,9 @@ impl Session {
             Some("unsubscribe") => {
                 for topic in topic_list(fields.get("topics")) {
                     if *topic == *self.room {
-                        self.shared.registry.yjs_unsubscribe(&self.room, self.conn.id);
+                        self.shared
+                            .registry
+                            .yjs_unsubscribe(&self.room, self.conn.id);
                         self.subscribed = false;
                     } else {
                         self.shared.stats.count_rejected(ErrorCode::RoomMismatch);
@@ -295,7 +301,9 @@ impl Session {
         // A map of strings to valid JSON values always serializes.
         let fields = serde_json::to_string(&fields).expect("JSON object serializes");
         let (delivered, bytes) = self.shared.registry.yjs_publish(&self.room, fields);
-        self.shared.stats.count_relayed(yjs_index(), delivered, bytes as u64);
+        self.shared
+            .stats
+            .count_relayed(yjs_index(), delivered, bytes as u64);
     }
 }
 
@@ -323,7 +331,10 @@ mod tests {
 
     #[test]
     fn clients_is_appended_to_the_object() {
-        assert_eq!(with_clients(r#"{"a":1}"#, 3).as_str(), r#"{"a":1,"clients":3}"#);
+        assert_eq!(
+            with_clients(r#"{"a":1}"#, 3).as_str(),
+            r#"{"a":1,"clients":3}"#
+        );
         assert_eq!(with_clients("{}", 0).as_str(), r#"{"clients":0}"#);
     }
 
