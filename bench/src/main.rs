@@ -40,7 +40,7 @@ core; this generator runs on the generator core. Options (defaults in brackets):
   --json PATH            also write the rows as JSON
   --noise-limit PCT      a round in which other processes took more than PCT % of a core is
                          repeated, the least disturbed attempt kept [25]
-  --repeat-allowance SECS  total time spent on such repeats, to stay under 3 minutes [35]
+  --repeat-allowance SECS  total time spent on such repeats, to stay under 3 minutes [30]
   --nice N               scheduling priority of this generator and the servers (inherited);
                          below 0 needs root and keeps other processes' builds from
                          skewing the figures [-10]
@@ -105,7 +105,7 @@ impl Default for Options {
             wait_quiet: Duration::ZERO,
             nice: -10,
             noise_limit: 25.0,
-            retry_allowance: Duration::from_secs(35),
+            retry_allowance: Duration::from_secs(30),
         }
     }
 }

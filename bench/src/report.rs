@@ -186,8 +186,7 @@ pub fn table(rows: &[Row]) -> String {
             Some(false) => "NO",
             None => "",
         };
-        let _ = writeln!(
-            out,
+        let line = format!(
             "{:<12} {:<34} {:>12} {:>12} {:>7} {:>10} {:>5}",
             r.workload,
             r.metric,
@@ -197,6 +196,7 @@ pub fn table(rows: &[Row]) -> String {
             goal,
             met
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }

@@ -299,6 +299,9 @@ async fn relay_peer(
     }
     loop {
         tokio::select! {
+            // The stop signal wins over a ready frame: once stopping, peers leave in any
+            // order, and what the server says about that is no failure.
+            biased;
             _ = stop.changed() => break,
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
@@ -386,6 +389,9 @@ async fn fanout_peer(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
+            // The stop signal wins over a ready frame: once stopping, peers leave in any
+            // order, and what the server says about that is no failure.
+            biased;
             _ = stop.changed() => break,
             _ = tick.tick() => {
                 meter.sent.fetch_add(1, Relaxed);
@@ -633,6 +639,9 @@ async fn hold(
 ) {
     loop {
         tokio::select! {
+            // The stop signal wins over a ready frame: once stopping, peers leave in any
+            // order, and what the server says about that is no failure.
+            biased;
             _ = stop.changed() => break,
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
