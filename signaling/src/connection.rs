@@ -505,7 +505,7 @@ impl Session {
                             data,
                         },
                     }
-                    .encode()
+                    .encode_sized(payload.get().len())
                     .into()
                 };
                 let result = registry

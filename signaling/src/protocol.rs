@@ -227,6 +227,51 @@ struct ChatData<'a> {
     text: Cow<'a, str>,
 }
 
+/// A relay frame read in one pass: `data` straight into [`RelayData`].
+#[derive(Deserialize)]
+struct RelayEnvelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(rename = "requestId", default, borrow)]
+    request_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: RelayData<'a>,
+}
+
+/// The fast path for offers, answers and candidates, which are most of the traffic. The
+/// general path reads `data` as raw JSON and then parses it again, scanning a large SDP
+/// twice; clients put `type` first, so when the first bytes name a relay type the frame is
+/// read straight into its final shape. Anything unusual returns `None` and takes the
+/// general path, which gives the precise error.
+fn decode_relay(text: &str) -> Option<Request<'_>> {
+    let head = &text.as_bytes()[..text.len().min(40)];
+    let names_relay = [
+        &b"\"sdp-offer\""[..],
+        b"\"sdp-answer\"",
+        b"\"ice-candidate\"",
+    ]
+    .iter()
+    .any(|pat| head.windows(pat.len()).any(|w| w == *pat));
+    if !names_relay {
+        return None;
+    }
+    let env: RelayEnvelope<'_> = serde_json::from_str(text).ok()?;
+    let (kind, payload) = match &*env.kind {
+        "sdp-offer" => (RelayKind::Offer, env.data.offer),
+        "sdp-answer" => (RelayKind::Answer, env.data.answer),
+        "ice-candidate" => (RelayKind::Candidate, env.data.candidate),
+        _ => return None,
+    };
+    Some(Request {
+        request_id: env.request_id,
+        message: ClientMessage::Relay {
+            kind,
+            target: env.data.peer,
+            payload: payload?,
+        },
+    })
+}
+
 /// Longest chat text, in characters.
 pub const MAX_CHAT_CHARS: usize = 10_000;
 
@@ -246,6 +291,9 @@ pub fn request_id(text: &str) -> Option<String> {
 
 /// Decodes one text frame.
 pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
+    if let Some(req) = decode_relay(text) {
+        return Ok(req);
+    }
     let env: Envelope<'_> = serde_json::from_str(text).map_err(|_| DecodeError {
         code: ErrorCode::InvalidMessage,
         message: "expected a JSON object with a string \"type\"".into(),
@@ -812,6 +860,14 @@ impl ServerMessage<'_> {
         // Serializing these plain structs into a String cannot fail.
         serde_json::to_string(self).expect("server messages serialize")
     }
+
+    /// Like [`encode`](Self::encode), into a buffer sized for `payload_len` bytes of
+    /// payload plus the envelope, so relaying a large SDP does not regrow it.
+    pub fn encode_sized(&self, payload_len: usize) -> String {
+        let mut out = Vec::with_capacity(payload_len + 192);
+        serde_json::to_writer(&mut out, self).expect("server messages serialize");
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
 }
 
 /// Encodes an `error` event.
@@ -865,6 +921,35 @@ mod tests {
             out,
             r#"{"type":"sdp-offer","from":"u1","userId":"u1","roomId":"r1","data":{"peer":"u1","offer":{"sdp" : "v=0\r\n", "n":1.50}}}"#
         );
+    }
+
+    #[test]
+    fn relay_fast_path_and_general_path_agree() {
+        let frames = [
+            r#"{"type":"sdp-offer","requestId":"1","data":{"peer":"u2","offer":{"sdp":"v=0"}}}"#,
+            r#"{"type":"ice-candidate","data":{"candidate":null,"peer":"u2"},"userId":"spoof"}"#,
+            r#"{"data":{"peer":"u2","answer":[1,2]},"type":"sdp-answer"}"#,
+        ];
+        for text in frames {
+            let req = decode(text).unwrap();
+            let ClientMessage::Relay {
+                target, payload, ..
+            } = req.message
+            else {
+                panic!("{text}")
+            };
+            assert_eq!(target, "u2");
+            assert!(text.contains(payload.get()), "{text}");
+        }
+        // A relay type with a missing payload still gets the precise error.
+        let e = decode(r#"{"type":"sdp-offer","requestId":"q","data":{"peer":"u2"}}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.request_id.as_deref()),
+            (ErrorCode::InvalidMessage, Some("q"))
+        );
+        // The hint alone does not make a relay.
+        let e = decode(r#"{"type":"message","x":"\"sdp-offer\"","data":{"text":""}}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidInput);
     }
 
     #[test]
