@@ -52,6 +52,16 @@ impl HttpClient {
             self.host,
             body.len()
         );
+        self.exchange(&request).await
+    }
+
+    /// Sends a GET and returns the status and body.
+    pub async fn get(&mut self, path: &str) -> io::Result<(u16, Vec<u8>)> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        self.exchange(&request).await
+    }
+
+    async fn exchange(&mut self, request: &str) -> io::Result<(u16, Vec<u8>)> {
         self.stream.write_all(request.as_bytes()).await?;
         loop {
             if let Some((status, head_len, body_len)) = parse_response_head(&self.buf)? {

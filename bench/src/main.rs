@@ -20,8 +20,13 @@ use procs::{Kind, Server};
 use report::{Goal, Row, Run};
 
 const USAGE: &str = "\
-usage: switchboard-bench [all|tokens|connect|relay|fanout|idle] [options]
+usage: switchboard-bench [all|tokens|connect|relay|fanout|idle|cluster] [options]
        switchboard-bench ceiling-server [--addr 127.0.0.1:0] [--heartbeat-secs 30]
+
+`cluster` (not part of `all`) starts redis-server on a free loopback port and two
+switchboard instances sharing it (REDIS_URL), all three on the server core, and runs the
+relay workload (--pairs, then --small-pairs) with both peers of every pair on instance A
+(same) and with the offerer on A and the answerer on B (cross). Needs redis-server.
 
 Every run starts a fresh switchboard (or ceiling forwarder) process pinned to the server
 core; this generator runs on the generator core. Options (defaults in brackets):
@@ -175,6 +180,7 @@ fn main() -> ExitCode {
         "connect" => &["connect"],
         "idle" => &["idle"],
         "tokens" => &["tokens"],
+        "cluster" => &["cluster"],
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -298,6 +304,14 @@ fn bench(o: &Options, workloads: &[&str]) -> Result<(), Error> {
         o.gen_core,
         procs::self_cpus_allowed()
     );
+    if workloads.contains(&"cluster") {
+        println!(
+            "cluster: redis-server and both switchboard instances share core {} (the server \
+             CPU figures are their sum); the generator is alone on core {}; fresh processes \
+             for every attempt; ratio = cross / same",
+            o.server_core, o.gen_core
+        );
+    }
     let mut rows = Vec::new();
     let mut token_cost = None;
     rt.block_on(async {
@@ -312,6 +326,10 @@ fn bench(o: &Options, workloads: &[&str]) -> Result<(), Error> {
                     ]
                 }
                 "relay" => vec![Load::Relay(o.pairs, true)],
+                "cluster" if o.small_pairs > 0 => {
+                    vec![Load::Cluster(o.pairs), Load::Cluster(o.small_pairs)]
+                }
+                "cluster" => vec![Load::Cluster(o.pairs)],
                 "fanout" => vec![Load::Fanout],
                 "idle" => {
                     idle(o, &mut rows).await?;
@@ -339,6 +357,19 @@ fn bench(o: &Options, workloads: &[&str]) -> Result<(), Error> {
                             out.insert(2, less);
                         }
                     }
+                    Load::Cluster(_) => {
+                        // The latency Redis adds: cross-instance p50 less same-instance p50.
+                        if let Some(p50) = per("latency p50 ms") {
+                            let mut added = Row::new(
+                                &load.name(),
+                                "latency p50 added ms (cross - same)",
+                                p50.switchboard.zip(p50.ceiling).map(|(c, s)| c - s),
+                                None,
+                            );
+                            added.goal = Some(Goal::AtMost(1.0));
+                            out.push(added);
+                        }
+                    }
                     _ => {}
                 }
                 rows.extend(out);
@@ -347,7 +378,12 @@ fn bench(o: &Options, workloads: &[&str]) -> Result<(), Error> {
         Ok::<(), Error>(())
     })?;
     println!();
-    print!("{}", report::table(&rows));
+    if workloads == ["cluster"] {
+        // Ratio = cross / same.
+        print!("{}", report::table_with(&rows, "cross", "same"));
+    } else {
+        print!("{}", report::table(&rows));
+    }
     let missed: Vec<String> = rows
         .iter()
         .filter(|r| r.met() == Some(false))
@@ -398,6 +434,9 @@ enum Load {
     /// Pairs, and whether this is the main (100-pair) run that carries the CPU target.
     Relay(usize, bool),
     Fanout,
+    /// Relay over a two-instance cluster with Redis: cross-instance pairs, then
+    /// same-instance pairs (the ratio is cross / same).
+    Cluster(usize),
 }
 
 impl Load {
@@ -407,6 +446,7 @@ impl Load {
             Load::Connect => "connect".into(),
             Load::Relay(pairs, _) => format!("relay-{pairs}"),
             Load::Fanout => "fanout".into(),
+            Load::Cluster(pairs) => format!("cluster-{pairs}"),
         }
     }
 
@@ -415,16 +455,33 @@ impl Load {
         match self {
             Load::Tokens => "token",
             Load::Connect => "peer",
-            Load::Relay(..) => "msg",
+            Load::Relay(..) | Load::Cluster(_) => "msg",
             Load::Fanout => "delivery",
         }
     }
 
+    /// The servers a round runs against, in order (a cluster round: cross, then same).
     fn kinds(self) -> &'static [Kind] {
         match self {
             Load::Tokens => &[Kind::Switchboard],
+            // Two switchboard instances and Redis, in two placements.
+            Load::Cluster(_) => &[Kind::Switchboard, Kind::Switchboard],
             _ => &[Kind::Switchboard, Kind::Ceiling],
         }
+    }
+
+    /// One attempt: fresh server process(es), the load, the processes stopped.
+    async fn attempt(self, o: &Options, k: usize) -> Result<Run, Error> {
+        if let Load::Cluster(pairs) = self {
+            return cluster_relay(o, pairs, k == 0).await;
+        }
+        let server = start(o, self.kinds()[k], &[]).await?;
+        let run = self.run(o, &server).await;
+        if let Ok(run) = &run {
+            describe(&self.name(), &server, run, self.unit());
+        }
+        server.stop();
+        run
     }
 
     async fn run(self, o: &Options, server: &Server) -> Result<Run, Error> {
@@ -436,6 +493,7 @@ impl Load {
             Load::Relay(pairs, _) => {
                 workloads::relay(server, pairs, o.outstanding, o.payload, o.warmup, o.window).await
             }
+            Load::Cluster(_) => unreachable!("a cluster round runs through `attempt`"),
             Load::Fanout => {
                 workloads::fanout(
                     server,
@@ -516,20 +574,17 @@ fn spend_retry(d: Duration) {
     RETRY_SPENT_MS.fetch_add(d.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Runs `load` in `o.rounds` rounds, switchboard and ceiling interleaved, each on a fresh
-/// process, and returns the runs per kind.
+/// Runs `load` in `o.rounds` rounds, switchboard and ceiling (or a cluster's cross and same
+/// placements) interleaved, each on fresh processes, and returns the runs per kind.
 async fn rounds(o: &Options, load: Load) -> Result<Vec<Vec<Run>>, Error> {
     let kinds = load.kinds();
     let mut runs = vec![Vec::new(); kinds.len()];
     for _ in 0..o.rounds.max(1) {
-        for (k, kind) in kinds.iter().enumerate() {
+        for (k, kind_runs) in runs.iter_mut().enumerate() {
             let mut kept: Option<Run> = None;
             loop {
                 let began = Instant::now();
-                let server = start(o, *kind, &[]).await?;
-                let run = load.run(o, &server).await?;
-                describe(&load.name(), &server, &run, load.unit());
-                server.stop();
+                let run = load.attempt(o, k).await?;
                 let noisy = run.others_pct() > o.noise_limit;
                 if kept
                     .as_ref()
@@ -552,7 +607,7 @@ async fn rounds(o: &Options, load: Load) -> Result<Vec<Vec<Run>>, Error> {
                 wait_quiet(left.min(Duration::from_secs(5)), 1, false);
                 spend_retry(began.elapsed());
             }
-            runs[k].extend(kept);
+            kind_runs.extend(kept);
         }
     }
     Ok(runs)
@@ -570,6 +625,14 @@ fn load_rows(load: Load, runs: &[Vec<Run>]) -> Vec<Row> {
         ("server CPU % of its core".into(), Run::server_pct),
         ("generator CPU % of its core".into(), Run::gen_pct),
     ];
+    if matches!(load, Load::Cluster(_)) {
+        // Three processes share the server core: name the sum for what it is, and split it.
+        metrics[1].0 = format!("A+B+redis CPU us/{unit}");
+        metrics[2].0 = "A+B+redis CPU % of core".into();
+        metrics.insert(3, ("instance A CPU % of core".into(), |r| part_pct(r, 0)));
+        metrics.insert(4, ("instance B CPU % of core".into(), |r| part_pct(r, 1)));
+        metrics.insert(5, ("redis-server CPU % of core".into(), |r| part_pct(r, 2)));
+    }
     if latency {
         metrics.extend([
             (
@@ -627,6 +690,7 @@ fn load_rows(load: Load, runs: &[Vec<Run>]) -> Vec<Row> {
             (Load::Relay(_, false), "msg/s") => Some(Goal::RatioAtLeast(0.9)),
             (Load::Relay(_, false), "latency p99 ms") => Some(Goal::RatioAtMost(1.5)),
             (Load::Fanout, "server CPU us/delivery") => Some(Goal::RatioAtMost(1.5)),
+            (Load::Cluster(_), "msg/s") => Some(Goal::RatioAtLeast(0.5)),
             _ => None,
         };
     }
@@ -721,4 +785,116 @@ fn wait_quiet(limit: Duration, seconds: u32, idle: bool) {
             quiet_steps = 0;
         }
     }
+}
+
+/// One watched process's CPU as a percentage of a core (0 when absent).
+fn part_pct(run: &Run, i: usize) -> f64 {
+    let cpu = run.part_cpu.get(i).copied().unwrap_or_default();
+    100.0 * cpu.as_secs_f64() / run.window.as_secs_f64().max(1e-9)
+}
+
+/// A Redis and two switchboard instances sharing it; all killed when dropped.
+struct Cluster {
+    a: Server,
+    b: Server,
+    redis: procs::Redis,
+}
+
+impl Cluster {
+    /// Starts Redis and two instances on the server core and waits until both report
+    /// `"cluster":{"redis":"ok"}` on `GET /health`.
+    async fn start(o: &Options) -> Result<Self, Error> {
+        let redis = procs::Redis::start(o.server_core)?;
+        let extra = [("REDIS_URL", redis.url())];
+        let a = Server::start_switchboard(&o.server_bin, o.server_core, &extra)?;
+        let b = Server::start_switchboard(&o.server_bin, o.server_core, &extra)?;
+        let cluster = Self { a, b, redis };
+        for (name, server) in [("A", &cluster.a), ("B", &cluster.b)] {
+            wait_redis_ok(name, server).await?;
+        }
+        Ok(cluster)
+    }
+
+    fn stop(self) {
+        self.a.stop();
+        self.b.stop();
+        self.redis.stop();
+    }
+}
+
+/// Longest wait for an instance to report Redis as ok.
+const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn wait_redis_ok(name: &str, server: &Server) -> Result<(), Error> {
+    let procs::Endpoint::Switchboard { http, .. } = server.endpoint else {
+        return Err("a cluster instance must be switchboard".into());
+    };
+    let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut client = client::HttpClient::connect(http).await?;
+            client.get("/health").await
+        })
+        .await;
+        let last = match answer {
+            Ok(Ok((status, body))) => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                if v["cluster"]["redis"] == "ok" {
+                    return Ok(());
+                }
+                format!("HTTP {status}: {}", String::from_utf8_lossy(&body))
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 2 s".into(),
+        };
+        if Instant::now() > deadline {
+            return Err(format!(
+                "instance {name} did not report \"cluster\":{{\"redis\":\"ok\"}} on /health \
+                 within {CLUSTER_READY_TIMEOUT:?}; last answer: {last}"
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One cluster attempt on fresh processes: `pairs` relay pairs whose offerers join on
+/// instance A and whose answerers join on B (`cross`) or on A too. The server CPU is A's,
+/// B's and Redis's together (they share the server core).
+async fn cluster_relay(o: &Options, pairs: usize, cross: bool) -> Result<Run, Error> {
+    let cluster = Cluster::start(o).await?;
+    let (a, b) = (&cluster.a.endpoint, &cluster.b.endpoint);
+    let watched = [cluster.a.pid, cluster.b.pid, cluster.redis.pid];
+    let shape = workloads::RelayShape {
+        pairs,
+        outstanding: o.outstanding,
+        payload: o.payload,
+    };
+    let answerers = if cross { b } else { a };
+    let run = workloads::relay_between(a, answerers, &watched, shape, o.warmup, o.window).await;
+    if let Ok(run) = &run {
+        println!(
+            "  {:<11} {:<5} {:>8.0} msg/s  A {:>5.1}% B {:>5.1}% redis {:>5.1}% cpu {:>6.2} us/msg  \
+             gen {:>5.1}%  others {:>5.1}%  p50 {:.2} p99 {:.2} max {:.2} ms  failures {}  \
+             (cpus A {} B {} redis {})",
+            format!("cluster-{pairs}"),
+            if cross { "cross" } else { "same" },
+            run.rate(),
+            part_pct(run, 0),
+            part_pct(run, 1),
+            part_pct(run, 2),
+            run.cpu_us_per(),
+            run.gen_pct(),
+            run.others_pct(),
+            ms(run.latency.p50),
+            ms(run.latency.p99),
+            ms(run.latency.max),
+            run.failures,
+            cluster.a.cpus_allowed(),
+            cluster.b.cpus_allowed(),
+            cluster.redis.cpus_allowed(),
+        );
+    }
+    cluster.stop();
+    run
 }

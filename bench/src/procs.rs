@@ -79,6 +79,136 @@ pub fn pin_to_core(core: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// In a child before `exec`: pin it to `core`, and have the kernel kill it if this
+/// generator dies (so an interrupted bench leaves no server or Redis behind).
+fn child_setup(core: usize) -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and only changes this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    pin_to_core(core)
+}
+
+/// A `redis-server` on a free loopback port, without persistence, pinned to one core;
+/// killed when dropped.
+pub struct Redis {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its pid.
+    pub pid: u32,
+    child: Child,
+}
+
+impl Redis {
+    /// Starts `redis-server --port P --bind 127.0.0.1 --save "" --appendonly no` pinned to
+    /// `core` and waits (at most [`STARTUP_TIMEOUT`]) until it answers `PING`.
+    pub fn start(core: usize) -> io::Result<Self> {
+        // A free port: the kernel picks one, the listener is closed, redis binds it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: as in `Server::start`.
+        unsafe {
+            cmd.pre_exec(move || child_setup(core));
+        }
+        let child = cmd.spawn().map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                io::Error::new(
+                    e.kind(),
+                    "redis-server not found on PATH: the cluster workload starts its own Redis \
+                     (Debian/Ubuntu: apt-get install redis-server)",
+                )
+            } else {
+                io::Error::other(format!("cannot start redis-server: {e}"))
+            }
+        })?;
+        let mut redis = Self {
+            port,
+            pid: child.id(),
+            child,
+        };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if redis.ping() {
+                return Ok(redis);
+            }
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                return Err(io::Error::other(format!(
+                    "redis-server on port {port} exited at startup ({status})"
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "redis-server on port {port} did not answer PING within {STARTUP_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+        else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    }
+
+    /// `redis://127.0.0.1:P/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The cores the process may run on, as the kernel reports them.
+    pub fn cpus_allowed(&self) -> String {
+        status_field(self.pid, "Cpus_allowed_list:").unwrap_or_else(|| "?".into())
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited in time.
+    pub fn stop(mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL if `child` has not exited within [`STOP_TIMEOUT`].
+fn terminate(child: &mut Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Settings for `switchboard` in every run: loopback, ephemeral ports, JSON logs, limits
 /// raised so the load generator measures throughput, not refusals.
 fn switchboard_env(extra: &[(&str, String)]) -> Vec<(String, String)> {
@@ -138,7 +268,7 @@ impl Server {
         // SAFETY: the closure runs in the forked child before exec and only makes one
         // async-signal-safe system call.
         unsafe {
-            cmd.pre_exec(move || pin_to_core(core));
+            cmd.pre_exec(move || child_setup(core));
         }
         let mut child = cmd.spawn()?;
         let pid = child.id();
@@ -210,19 +340,7 @@ impl Server {
 
     /// SIGTERM, then SIGKILL if it has not exited in time.
     pub fn stop(mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child);
     }
 }
 

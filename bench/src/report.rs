@@ -49,6 +49,8 @@ pub struct Run {
     pub count: u64,
     /// Server CPU time used in the window.
     pub server_cpu: Duration,
+    /// The same per watched process (one for a server; a cluster's instances and Redis).
+    pub part_cpu: Vec<Duration>,
     /// Load-generator CPU time used in the window.
     pub gen_cpu: Duration,
     /// Latency over the window.
@@ -171,10 +173,15 @@ fn figure(v: Option<f64>) -> String {
 
 /// The results table as fixed-width text.
 pub fn table(rows: &[Row]) -> String {
+    table_with(rows, "switchboard", "ceiling")
+}
+
+/// The table with other names for the two figures (the ratio is first / second).
+pub fn table_with(rows: &[Row], first: &str, second: &str) -> String {
     let mut out = String::new();
     let header = format!(
         "{:<12} {:<34} {:>12} {:>12} {:>7} {:>10} {:>5}",
-        "workload", "metric", "switchboard", "ceiling", "ratio", "target", "met"
+        "workload", "metric", first, second, "ratio", "target", "met"
     );
     let _ = writeln!(out, "{header}");
     let _ = writeln!(out, "{}", "-".repeat(header.len()));

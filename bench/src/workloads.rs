@@ -81,16 +81,17 @@ impl Meter {
     }
 }
 
-/// Lets the load run for `warmup`, then measures `window`.
-async fn measure(server: &Server, meter: &Meter, warmup: Duration, window: Duration) -> Run {
+/// Lets the load run for `warmup`, then measures `window`; the server CPU is that of the
+/// processes `watched` (the server, or a cluster's instances and Redis).
+async fn measure(watched: &[u32], meter: &Meter, warmup: Duration, window: Duration) -> Run {
     tokio::time::sleep(warmup).await;
     let c0 = meter.completed.load(Relaxed);
-    let sample = Sample::take(server);
+    let sample = Sample::take(watched);
     let sent0 = meter.sent.load(Relaxed);
     meter.recording.store(true, Relaxed);
     tokio::time::sleep(window).await;
     meter.recording.store(false, Relaxed);
-    let mut run = sample.finish(server);
+    let mut run = sample.finish(watched);
     run.count = meter.completed.load(Relaxed) - c0;
     run.sent = meter.sent.load(Relaxed) - sent0;
     run
@@ -98,16 +99,24 @@ async fn measure(server: &Server, meter: &Meter, warmup: Duration, window: Durat
 
 /// CPU clocks at the start of a window.
 struct Sample {
-    server: Duration,
+    parts: Vec<Duration>,
     generator: Duration,
     machine: Duration,
     at: Instant,
 }
 
+fn cpu_of(pids: &[u32]) -> Vec<Duration> {
+    pids.iter()
+        .map(|p| procs::cpu_time(*p).unwrap_or_default())
+        .collect()
+}
+
 impl Sample {
-    fn take(server: &Server) -> Self {
+    /// CPU clocks of the processes `watched` (the server side), this generator and the
+    /// machine.
+    fn take(watched: &[u32]) -> Self {
         Self {
-            server: server.cpu(),
+            parts: cpu_of(watched),
             generator: procs::self_cpu(),
             machine: procs::cores_busy(),
             at: Instant::now(),
@@ -115,13 +124,19 @@ impl Sample {
     }
 
     /// The window since `take`, with CPU times filled in (count and latency left empty).
-    fn finish(self, server: &Server) -> Run {
-        let server_cpu = server.cpu().saturating_sub(self.server);
+    fn finish(self, watched: &[u32]) -> Run {
+        let part_cpu: Vec<Duration> = cpu_of(watched)
+            .into_iter()
+            .zip(&self.parts)
+            .map(|(now, then)| now.saturating_sub(*then))
+            .collect();
+        let server_cpu = part_cpu.iter().sum();
         let gen_cpu = procs::self_cpu().saturating_sub(self.generator);
         let machine = procs::cores_busy().saturating_sub(self.machine);
         Run {
             window: self.at.elapsed(),
             server_cpu,
+            part_cpu,
             gen_cpu,
             others_cpu: machine.saturating_sub(server_cpu + gen_cpu),
             ..Run::default()
@@ -229,16 +244,52 @@ pub async fn relay(
     warmup: Duration,
     window: Duration,
 ) -> Result<Run, Error> {
-    let endpoint = server.endpoint;
+    let shape = RelayShape {
+        pairs,
+        outstanding,
+        payload,
+    };
+    let (ep, pid) = (&server.endpoint, [server.pid]);
+    relay_between(ep, ep, &pid, shape, warmup, window).await
+}
+
+/// The size of a relay run.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayShape {
+    /// Pairs, each in its own room.
+    pub pairs: usize,
+    /// Offers in flight per pair.
+    pub outstanding: usize,
+    /// SDP size in bytes.
+    pub payload: usize,
+}
+
+/// Relay (see [`relay`]) with every offerer joined through `offerers` and every answerer
+/// through `answerers` (the same server, or two instances of a cluster); the server CPU
+/// is that of the processes `watched`.
+pub async fn relay_between(
+    offerers: &Endpoint,
+    answerers: &Endpoint,
+    watched: &[u32],
+    shape: RelayShape,
+    warmup: Duration,
+    window: Duration,
+) -> Result<Run, Error> {
+    let RelayShape {
+        pairs,
+        outstanding,
+        payload,
+    } = shape;
     let config = client::ws_config(BUSY_READ_BUFFER);
-    let mut http = http_client(&endpoint).await?;
+    let mut http_a = http_client(offerers).await?;
+    let mut http_b = http_client(answerers).await?;
     let sdp = sdp_blob(payload);
     let mut joined = Vec::with_capacity(pairs);
     for i in 0..pairs {
         let room = format!("relay-{i}");
         let (a, b) = (format!("a{i}"), format!("b{i}"));
-        let wa = client::join(&endpoint, http.as_mut(), &a, &room, config).await?;
-        let wb = client::join(&endpoint, http.as_mut(), &b, &room, config).await?;
+        let wa = client::join(offerers, http_a.as_mut(), &a, &room, config).await?;
+        let wb = client::join(answerers, http_b.as_mut(), &b, &room, config).await?;
         joined.push((a, b, wa, wb));
     }
     let meter = Meter::new();
@@ -270,7 +321,7 @@ pub async fn relay(
             stopped.clone(),
         ));
     }
-    let mut run = measure(server, &meter, warmup, window).await;
+    let mut run = measure(watched, &meter, warmup, window).await;
     let mut samples = finish(stop, tasks).await;
     run.latency = Latency::of(&mut samples);
     run.failures = meter.failures.load(Relaxed);
@@ -366,7 +417,7 @@ pub async fn fanout(
             stopped.clone(),
         ));
     }
-    let mut run = measure(server, &meter, warmup, window).await;
+    let mut run = measure(&[server.pid], &meter, warmup, window).await;
     let mut samples = finish(stop, tasks).await;
     run.latency = Latency::of(&mut samples);
     run.failures = meter.failures.load(Relaxed);
@@ -500,7 +551,7 @@ async fn bring_in(
     let (stop, stopped) = watch::channel(false);
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + limit;
-    let sample = Sample::take(server);
+    let sample = Sample::take(&[server.pid]);
     let mut workers = JoinSet::new();
     for _ in 0..concurrency.max(1) {
         let (meter, beats, next, stopped) =
@@ -543,7 +594,7 @@ async fn bring_in(
             holders.append(&mut h);
         }
     }
-    let mut run = sample.finish(server);
+    let mut run = sample.finish(&[server.pid]);
     run.count = meter.completed.load(Relaxed);
     run.failures = meter.failures.load(Relaxed);
     if let Some(e) = meter.first_error() {
@@ -689,7 +740,7 @@ pub async fn tokens(
             samples
         });
     }
-    let mut run = measure(server, &meter, warmup, window).await;
+    let mut run = measure(&[server.pid], &meter, warmup, window).await;
     let mut samples = finish(stop, tasks).await;
     run.latency = Latency::of(&mut samples);
     run.failures = meter.failures.load(Relaxed);
