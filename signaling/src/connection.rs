@@ -31,11 +31,11 @@ const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 /// Garbage errors within the window that close the connection.
 pub(crate) const GARBAGE_LIMIT: u32 = 20;
 /// How long the writer gets to flush the final frames before the socket is dropped.
-pub(crate) const WRITER_GRACE: Duration = Duration::from_secs(2);
+const WRITER_GRACE: Duration = Duration::from_secs(2);
 /// How long a connection the server closed waits for the client's close reply. Dropping the
 /// socket with unread input makes the kernel send a reset, which can destroy the close
 /// frame (and its code) before the client reads it.
-pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(3);
+const CLOSE_LINGER: Duration = Duration::from_secs(3);
 
 /// Counts events in a fixed window and says when a limit is exceeded.
 pub(crate) struct WindowCounter {
@@ -123,7 +123,7 @@ pub(crate) async fn run(
     claims: Option<Claims>,
 ) {
     let (sink, mut stream) = ws.split();
-    let mut writer = tokio::spawn(write_loop(sink, conn.clone()));
+    let writer = tokio::spawn(write_loop(sink, conn.clone()));
     let now = Instant::now();
     let cfg = shared.registry.config();
     let mut session = Session {
@@ -179,12 +179,6 @@ pub(crate) async fn run(
     }
 
     // Tear down: leave the room the way the end deserves, then let the writer finish.
-    if conn.kill_reason() == Some(KillReason::SlowConsumer) {
-        shared
-            .stats
-            .slow_consumers
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
     if let Phase::Joined(_, room) = &session.phase {
         match conn.kill_reason() {
             Some(KillReason::HeartbeatTimeout) => {
@@ -199,6 +193,25 @@ pub(crate) async fn run(
             .authenticated
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
+    finish(&shared, &conn, stream, writer).await;
+}
+
+/// The end every connection shares, once its room or topic is left: count a cut-off, stop
+/// tracking the connection, let the writer send what is queued and the close frame, wait
+/// (bounded) for the client's close reply when the server started the close, then drop the
+/// socket.
+pub(crate) async fn finish(
+    shared: &Shared,
+    conn: &Conn,
+    mut stream: futures_util::stream::SplitStream<WebSocketStream<Io>>,
+    mut writer: tokio::task::JoinHandle<()>,
+) {
+    if conn.kill_reason() == Some(KillReason::SlowConsumer) {
+        shared
+            .stats
+            .slow_consumers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     shared.registry.close_conn(conn.id);
     conn.outbox.close(
         crate::outbox::CloseSignal {
@@ -208,7 +221,8 @@ pub(crate) async fn run(
         false,
     );
     if conn.kill_reason().is_some() {
-        // We started the close: read (and discard) until the client answers it.
+        // We started the close: read (and discard) until the client answers it, so the
+        // close code is not lost to a reset.
         let linger = async { while let Some(Ok(_)) = stream.next().await {} };
         let _ = tokio::time::timeout(CLOSE_LINGER, linger).await;
     }

@@ -26,9 +26,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::conn::{Conn, KillReason};
-use crate::connection::{
-    write_loop, TokenBucket, WindowCounter, CLOSE_LINGER, GARBAGE_LIMIT, WRITER_GRACE,
-};
+use crate::connection::{finish, write_loop, TokenBucket, WindowCounter, GARBAGE_LIMIT};
 use crate::error::ErrorCode;
 use crate::server::{Io, Shared};
 use crate::stats::yjs_index;
@@ -140,7 +138,7 @@ pub(crate) async fn run(
 ) {
     conn.set_native(false);
     let (sink, mut stream) = ws.split();
-    let mut writer = tokio::spawn(write_loop(sink, conn.clone()));
+    let writer = tokio::spawn(write_loop(sink, conn.clone()));
     let cfg = shared.registry.config();
     let now = Instant::now();
     let mut session = Session {
@@ -187,33 +185,11 @@ pub(crate) async fn run(
         }
     }
 
-    if conn.kill_reason() == Some(KillReason::SlowConsumer) {
-        shared.stats.slow_consumers.fetch_add(1, Relaxed);
-    }
     if session.subscribed {
         shared.registry.yjs_unsubscribe(&session.room, conn.id);
     }
     shared.stats.authenticated.fetch_sub(1, Relaxed);
-    shared.registry.close_conn(conn.id);
-    conn.outbox.close(
-        crate::outbox::CloseSignal {
-            code: 1000,
-            reason: "",
-        },
-        false,
-    );
-    if conn.kill_reason().is_some() {
-        // We started the close: read (and discard) until the client answers it, so the
-        // close code is not lost to a reset.
-        let linger = async { while let Some(Ok(_)) = stream.next().await {} };
-        let _ = tokio::time::timeout(CLOSE_LINGER, linger).await;
-    }
-    if tokio::time::timeout(WRITER_GRACE, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
-    }
+    finish(&shared, &conn, stream, writer).await;
 }
 
 /// The string entries of a `topics` array; anything else in it is skipped, as the
