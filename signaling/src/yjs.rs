@@ -209,6 +209,47 @@ fn string_field(raw: Option<&&RawValue>) -> Option<String> {
     raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
 }
 
+/// A decoded `/yjs` frame.
+#[derive(Debug)]
+pub enum YjsMessage<'a> {
+    /// `subscribe` with the string entries of `topics`.
+    Subscribe(Vec<String>),
+    /// `unsubscribe` with the string entries of `topics`.
+    Unsubscribe(Vec<String>),
+    /// `publish`: its `topic` (if a string) and every field, values verbatim.
+    Publish {
+        /// The topic, when it is a string.
+        topic: Option<String>,
+        /// Every field of the frame (values as raw JSON).
+        fields: BTreeMap<String, &'a RawValue>,
+    },
+    /// `ping`.
+    Ping,
+    /// Any other `type` (ignored, as the reference server does).
+    Other,
+}
+
+/// The frame is not a JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotAnObject;
+
+/// Decodes one `/yjs` frame in one parse: field names owned, every value kept verbatim for
+/// the fan-out. Pure, so it can be fuzzed.
+pub fn decode(text: &str) -> Result<YjsMessage<'_>, NotAnObject> {
+    let fields =
+        serde_json::from_str::<BTreeMap<String, &RawValue>>(text).map_err(|_| NotAnObject)?;
+    Ok(match string_field(fields.get("type")).as_deref() {
+        Some("subscribe") => YjsMessage::Subscribe(topic_list(fields.get("topics"))),
+        Some("unsubscribe") => YjsMessage::Unsubscribe(topic_list(fields.get("topics"))),
+        Some("publish") => YjsMessage::Publish {
+            topic: string_field(fields.get("topic")),
+            fields,
+        },
+        Some("ping") => YjsMessage::Ping,
+        _ => YjsMessage::Other,
+    })
+}
+
 impl Session {
     /// Counts a frame that is not a JSON object; too many close the connection.
     fn garbage(&mut self) -> Flow {
@@ -229,13 +270,13 @@ impl Session {
             }
             return Flow::Continue;
         }
-        // One parse: field names owned, every value kept verbatim for the fan-out.
-        let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(text) else {
-            return self.garbage();
+        let message = match decode(text) {
+            Ok(m) => m,
+            Err(NotAnObject) => return self.garbage(),
         };
-        match string_field(fields.get("type")).as_deref() {
-            Some("subscribe") => {
-                for topic in topic_list(fields.get("topics")) {
+        match message {
+            YjsMessage::Subscribe(topics) => {
+                for topic in topics {
                     if *topic == *self.room {
                         self.shared.registry.yjs_subscribe(&self.room, &self.conn);
                         self.subscribed = true;
@@ -244,8 +285,8 @@ impl Session {
                     }
                 }
             }
-            Some("unsubscribe") => {
-                for topic in topic_list(fields.get("topics")) {
+            YjsMessage::Unsubscribe(topics) => {
+                for topic in topics {
                     if *topic == *self.room {
                         self.shared
                             .registry
@@ -256,17 +297,17 @@ impl Session {
                     }
                 }
             }
-            Some("publish") => match string_field(fields.get("topic")) {
+            YjsMessage::Publish { topic, fields } => match topic {
                 Some(topic) if *topic == *self.room => self.publish(fields),
                 Some(_) => self.shared.stats.count_rejected(ErrorCode::RoomMismatch),
                 None => self.shared.stats.count_rejected(ErrorCode::InvalidMessage),
             },
-            Some("ping") => {
+            YjsMessage::Ping => {
                 self.conn
                     .send(&Utf8Bytes::from_static(r#"{"type":"pong"}"#));
             }
             // Like the reference server, anything else is ignored.
-            _ => self.shared.stats.count_rejected(ErrorCode::UnknownType),
+            YjsMessage::Other => self.shared.stats.count_rejected(ErrorCode::UnknownType),
         }
         Flow::Continue
     }
@@ -312,6 +353,33 @@ mod tests {
             r#"{"a":1,"clients":3}"#
         );
         assert_eq!(with_clients("{}", 0).as_str(), r#"{"clients":0}"#);
+    }
+
+    #[test]
+    fn frames_decode_like_the_reference_server_reads_them() {
+        assert!(
+            matches!(decode(r#"{"type":"subscribe","topics":["a",1]}"#), Ok(YjsMessage::Subscribe(t)) if t == ["a"])
+        );
+        assert!(matches!(decode(r#"{"type":"ping"}"#), Ok(YjsMessage::Ping)));
+        assert!(matches!(
+            decode(r#"{"type":"dance"}"#),
+            Ok(YjsMessage::Other)
+        ));
+        assert!(matches!(decode(r#"{}"#), Ok(YjsMessage::Other)));
+        assert_eq!(decode("[1]").unwrap_err(), NotAnObject);
+        assert_eq!(decode("nope").unwrap_err(), NotAnObject);
+        let Ok(YjsMessage::Publish { topic, fields }) =
+            decode(r#"{"type":"publish","topic":"r","data":{"x" : 1.50}}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(topic.as_deref(), Some("r"));
+        assert_eq!(fields["data"].get(), r#"{"x" : 1.50}"#);
+        let Ok(YjsMessage::Publish { topic, .. }) = decode(r#"{"type":"publish","topic":5}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(topic, None);
     }
 
     #[test]
