@@ -30,8 +30,12 @@ impl Cert {
     fn new() -> Self {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
             .expect("self-signed certificate");
+        // Tests of this file run in parallel in one process and may start in the same
+        // millisecond: a counter keeps each certificate in its own directory.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
-            "switchboard-tls-{}-{}",
+            "switchboard-tls-{}-{}-{n}",
             std::process::id(),
             now_ms()
         ));
