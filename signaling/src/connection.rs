@@ -22,7 +22,6 @@ use crate::protocol::{
 };
 use crate::registry::{Identity, Room, RoomOptions};
 use crate::server::{Io, Shared};
-use crate::stats::RELAY_TYPES;
 use crate::time::now_ms;
 use switchboard_auth::Claims;
 
@@ -525,13 +524,9 @@ impl Session {
                 let result = registry
                     .relay(&room, self.conn.id, &target, &frame)
                     .map(|()| {
-                        let index = RELAY_TYPES
-                            .iter()
-                            .position(|t| *t == kind.type_name())
-                            .unwrap_or(0);
                         self.shared
                             .stats
-                            .count_relayed(index, 1, frame.len() as u64);
+                            .count_relayed(kind.stat_index(), 1, frame.len() as u64);
                         Flow::Continue
                     });
                 (result.map_err(|c| (c, None)), Phase::Joined(who, room))
@@ -572,13 +567,9 @@ impl Session {
                 let result = registry
                     .broadcast(&room, self.conn.id, &frame, presence)
                     .map(|n| {
-                        let index = RELAY_TYPES
-                            .iter()
-                            .position(|t| *t == kind.type_name())
-                            .unwrap_or(0);
                         self.shared
                             .stats
-                            .count_relayed(index, n, frame.len() as u64);
+                            .count_relayed(kind.stat_index(), n, frame.len() as u64);
                         Flow::Continue
                     });
                 (result.map_err(|c| (c, None)), Phase::Joined(who, room))

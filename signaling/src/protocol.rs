@@ -42,6 +42,16 @@ impl RelayKind {
             Self::Candidate => "ice-candidate",
         }
     }
+
+    /// Index of its counter in [`RELAY_TYPES`](crate::stats::RELAY_TYPES): fixed, so the
+    /// relay path does not look the name up per message.
+    pub fn stat_index(self) -> usize {
+        match self {
+            Self::Offer => 0,
+            Self::Answer => 1,
+            Self::Candidate => 2,
+        }
+    }
 }
 
 /// Which of the three room broadcasts.
@@ -62,6 +72,15 @@ impl BroadcastKind {
             Self::Presence => "presence",
             Self::Cursor => "cursor-update",
             Self::Chat => "message",
+        }
+    }
+
+    /// Index of its counter in [`RELAY_TYPES`](crate::stats::RELAY_TYPES).
+    pub fn stat_index(self) -> usize {
+        match self {
+            Self::Presence => 3,
+            Self::Cursor => 4,
+            Self::Chat => 5,
         }
     }
 }

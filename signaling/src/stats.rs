@@ -20,10 +20,7 @@ pub const YJS_PUBLISH: &str = "yjs-publish";
 
 /// Index of [`YJS_PUBLISH`] in [`RELAY_TYPES`].
 pub fn yjs_index() -> usize {
-    RELAY_TYPES
-        .iter()
-        .position(|t| *t == YJS_PUBLISH)
-        .unwrap_or(0)
+    6
 }
 
 /// Reasons a client message is rejected, in the order of their counters: every wire error
@@ -188,6 +185,22 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_counter_indices_match_the_labels() {
+        use crate::protocol::{BroadcastKind, RelayKind};
+        for k in [RelayKind::Offer, RelayKind::Answer, RelayKind::Candidate] {
+            assert_eq!(RELAY_TYPES[k.stat_index()], k.type_name());
+        }
+        for k in [
+            BroadcastKind::Presence,
+            BroadcastKind::Cursor,
+            BroadcastKind::Chat,
+        ] {
+            assert_eq!(RELAY_TYPES[k.stat_index()], k.type_name());
+        }
+        assert_eq!(RELAY_TYPES[yjs_index()], YJS_PUBLISH);
+    }
 
     #[test]
     fn every_error_code_has_its_own_reason_label() {
