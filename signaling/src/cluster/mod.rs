@@ -36,6 +36,8 @@ use crate::protocol::{CloseReason, PeerInfo, PeerStatus, RoomMeta, RoomState};
 use crate::registry::{Registry, RoomOptions};
 use crate::time::now_ms;
 
+mod wire;
+
 /// Queued operations before new ones are dropped (while Redis is slow or down).
 const OP_QUEUE: usize = 65_536;
 /// Operations sent to Redis in one pipeline at most.
@@ -325,27 +327,43 @@ fn grant_of(
     }
 }
 
-/// Encodes an event (and its frame) for a channel: the event's JSON, a newline, the frame.
-fn encode(event: &Event, frame: Option<&Utf8Bytes>) -> Vec<u8> {
-    let mut out = serde_json::to_vec(event).unwrap_or_default();
-    if let Some(frame) = frame {
-        out.push(b'\n');
-        out.extend_from_slice(frame.as_bytes());
-    }
-    out
+/// Channel messages being filled during one pass of the publisher, one per instance.
+#[derive(Default)]
+struct Outgoing {
+    batches: Vec<(Arc<str>, wire::Batch)>,
 }
 
-fn decode(payload: &[u8]) -> Option<(Event, Option<Utf8Bytes>)> {
-    let (head, frame) = match payload.iter().position(|b| *b == b'\n') {
-        Some(i) => (&payload[..i], Some(&payload[i + 1..])),
-        None => (payload, None),
-    };
-    let event: Event = serde_json::from_slice(head).ok()?;
-    let frame = match frame {
-        Some(bytes) => Some(Utf8Bytes::try_from(bytes::Bytes::copy_from_slice(bytes)).ok()?),
-        None => None,
-    };
-    Some((event, frame))
+impl Outgoing {
+    /// Adds `event` for instance `to`; a batch that has grown full goes into `pipe` now.
+    fn add(
+        &mut self,
+        pipe: &mut redis::Pipeline,
+        to: &Arc<str>,
+        event: &Event,
+        frame: Option<&Utf8Bytes>,
+    ) {
+        let i = match self.batches.iter().position(|(i, _)| i == to) {
+            Some(i) => i,
+            None => {
+                self.batches.push((to.clone(), wire::Batch::new()));
+                self.batches.len() - 1
+            }
+        };
+        let (to, batch) = &mut self.batches[i];
+        batch.push(event, frame);
+        if batch.is_full() {
+            pipe.publish(channel(to), batch.take()).ignore();
+        }
+    }
+
+    /// Moves every non-empty batch into `pipe` as one `PUBLISH` each.
+    fn flush(&mut self, pipe: &mut redis::Pipeline) {
+        for (to, mut batch) in self.batches.drain(..) {
+            if !batch.is_empty() {
+                pipe.publish(channel(&to), batch.take()).ignore();
+            }
+        }
+    }
 }
 
 impl RedisCluster {
@@ -412,79 +430,95 @@ impl RedisCluster {
 
     // ---- operations queue --------------------------------------------------------------
 
+    /// Takes the queued operations in batches: each pass becomes one Redis pipeline, with
+    /// everything for one instance packed into as few messages as possible. Order holds per
+    /// instance (its messages are sent in order, and records keep their order inside one);
+    /// a Redis write is preceded by every message queued before it.
     async fn publish_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Op>) {
-        let mut batch = Vec::with_capacity(BATCH);
-        while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut ops = Vec::with_capacity(BATCH);
+        let mut out = Outgoing::default();
+        while rx.recv_many(&mut ops, BATCH).await > 0 {
+            // Let the connections that are ready run first: what they queue in this turn
+            // of the scheduler joins the same pipeline instead of waiting for the next.
+            tokio::task::yield_now().await;
+            while ops.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
             if !self.is_healthy() {
                 // Redis is away: local peers go on; the state is re-published on return.
-                batch.clear();
+                ops.clear();
                 continue;
             }
             let mut pipe = redis::pipe();
-            let mut pending = false;
-            for op in batch.drain(..) {
+            for op in ops.drain(..) {
                 match op.store {
                     Some(Store::Close { room }) => {
-                        // Publish only when this instance closed the room: flush first, as
-                        // the result decides.
-                        if pending {
-                            let _: Result<(), _> = pipe.query_async(&mut self.conn.clone()).await;
-                            pipe = redis::pipe();
-                            pending = false;
+                        // Publish only when this instance closed the room: send what is
+                        // queued first, as the script's answer decides.
+                        out.flush(&mut pipe);
+                        if !pipe.is_empty() {
+                            self.send(std::mem::replace(&mut pipe, redis::pipe())).await;
                         }
                         let closed = self
                             .close_in_redis(&room)
                             .await
                             .is_some_and(|(closed, _)| closed);
-                        if closed {
-                            if let Some(event) = &op.event {
-                                self.publish_now(&op.to, event, op.frame.as_ref()).await;
-                            }
+                        if !closed {
+                            continue;
                         }
-                        continue;
                     }
                     Some(Store::YjsFanout { topic }) => {
                         let targets = self.yjs_instances(&topic).await;
                         if let Some(event) = &op.event {
-                            let payload = encode(event, op.frame.as_ref());
                             for to in &targets {
-                                pipe.publish(channel(to), payload.as_slice()).ignore();
-                                pending = true;
+                                out.add(
+                                    &mut pipe,
+                                    &Arc::from(to.as_str()),
+                                    event,
+                                    op.frame.as_ref(),
+                                );
                             }
                         }
                         continue;
                     }
                     Some(store) => {
+                        out.flush(&mut pipe);
                         self.add_store(&mut pipe, &store);
-                        pending = true;
                     }
                     None => {}
                 }
                 if let Some(event) = &op.event {
-                    let payload = encode(event, op.frame.as_ref());
                     for to in &op.to {
-                        pipe.publish(channel(to), payload.as_slice()).ignore();
-                        pending = true;
+                        out.add(&mut pipe, to, event, op.frame.as_ref());
                     }
                 }
             }
-            if pending {
-                let result: Result<(), redis::RedisError> =
-                    pipe.query_async(&mut self.conn.clone()).await;
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "cluster publish failed");
-                }
+            out.flush(&mut pipe);
+            if !pipe.is_empty() {
+                self.send(pipe).await;
             }
         }
     }
 
+    async fn send(&self, pipe: redis::Pipeline) {
+        let result: Result<(), redis::RedisError> = pipe.query_async(&mut self.conn.clone()).await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cluster publish failed");
+        }
+    }
+
     async fn publish_now(&self, to: &[Arc<str>], event: &Event, frame: Option<&Utf8Bytes>) {
-        let payload = encode(event, frame);
+        let mut batch = wire::Batch::new();
+        batch.push(event, frame);
+        let payload = batch.take();
         let mut pipe = redis::pipe();
         for t in to {
             pipe.publish(channel(t), payload.as_slice()).ignore();
         }
-        let _: Result<(), _> = pipe.query_async(&mut self.conn.clone()).await;
+        self.send(pipe).await;
     }
 
     fn add_store(&self, pipe: &mut redis::Pipeline, store: &Store) {
@@ -594,6 +628,7 @@ impl RedisCluster {
     async fn subscribe_loop(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
         let mut subscribed_before = false;
+        let mut warned = false;
         loop {
             match self.client.get_async_pubsub().await {
                 Ok(mut pubsub) => {
@@ -607,12 +642,21 @@ impl RedisCluster {
                         subscribed_before = true;
                         let mut stream = pubsub.on_message();
                         while let Some(msg) = stream.next().await {
-                            let payload: &[u8] = msg.get_payload_bytes();
-                            match (decode(payload), self.registry()) {
-                                (Some((event, frame)), Some(registry)) => {
-                                    registry.apply(event, frame)
+                            let payload = bytes::Bytes::copy_from_slice(msg.get_payload_bytes());
+                            match (wire::decode(payload), self.registry()) {
+                                (Ok(records), Some(registry)) => {
+                                    for (event, frame) in records {
+                                        registry.apply(event, frame);
+                                    }
                                 }
-                                (None, _) => tracing::warn!("undecodable cluster message dropped"),
+                                (Err(e), _) if !warned => {
+                                    warned = true;
+                                    tracing::warn!(
+                                        error = ?e,
+                                        "cluster message dropped (another version, or damaged); \
+                                         further ones are dropped without a log line"
+                                    );
+                                }
                                 _ => {}
                             }
                         }
@@ -1112,27 +1156,5 @@ impl ClusterLink for RedisCluster {
         req: JoinRequest,
     ) -> BoxFuture<Result<Option<Grant>, ErrorCode>> {
         Box::pin(async move { self.join_in_redis(req).await })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_and_frames_round_trip_on_the_channel() {
-        let event = Event::Relay {
-            room: "r1".into(),
-            to: "u2".into(),
-        };
-        let frame: Utf8Bytes = "{\"type\":\"sdp-offer\",\"data\":{\"x\":\"a\\nb\"}}".into();
-        let payload = encode(&event, Some(&frame));
-        let (back, f) = decode(&payload).unwrap();
-        assert_eq!(back, event);
-        assert_eq!(f.unwrap().as_str(), frame.as_str());
-        let (back, f) = decode(&encode(&Event::Activity { room: "r".into() }, None)).unwrap();
-        assert_eq!(back, Event::Activity { room: "r".into() });
-        assert!(f.is_none());
-        assert!(decode(b"garbage").is_none());
     }
 }
