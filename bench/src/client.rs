@@ -164,7 +164,7 @@ pub async fn ws_connect(
 }
 
 /// Reads text frames until one of type `want`; an `error` frame fails.
-async fn expect(ws: &mut Ws, want: &str) -> Result<(), Error> {
+pub async fn expect(ws: &mut Ws, want: &str) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next())

@@ -26,7 +26,9 @@ usage: switchboard-bench [all|tokens|connect|relay|fanout|idle|cluster] [options
 `cluster` (not part of `all`) starts redis-server on a free loopback port and two
 switchboard instances sharing it (REDIS_URL), all three on the server core, and runs the
 relay workload (--pairs, then --small-pairs) with both peers of every pair on instance A
-(same) and with the offerer on A and the answerer on B (cross). Needs redis-server.
+(same) and with the offerer on A and the answerer on B (cross); then, for latency, the
+--small-pairs pairs again at a fixed offered load (--rate deliveries/s, open loop: offers
+on a timer, each answered once). Needs redis-server.
 
 Every run starts a fresh switchboard (or ceiling forwarder) process pinned to the server
 core; this generator runs on the generator core. Options (defaults in brackets):
@@ -37,6 +39,7 @@ core; this generator runs on the generator core. Options (defaults in brackets):
   --warmup SECS          [0.5]    --window SECS   measurement window per run [2.5]
   --pairs N              relay pairs [100]          --small-pairs N   second relay run [10]
   --outstanding N        offers in flight per pair [4]    --payload BYTES   SDP size [1024]
+  --rate N               cluster: offered deliveries/s of the paced latency run, 0: none [20000]
   --fanout-rooms N       [20]     --room-size N   [10]    --hz N   cursor updates/s per peer [20]
   --peers N              idle peers [10000]         --concurrency N   connects in flight [64]
   --connect-peers N      peers per connect round [5000]
@@ -74,6 +77,7 @@ struct Options {
     concurrency: usize,
     heartbeat_secs: u64,
     token_clients: usize,
+    rate: f64,
     json: Option<PathBuf>,
     wait_quiet: Duration,
     nice: i32,
@@ -106,6 +110,7 @@ impl Default for Options {
             concurrency: 64,
             heartbeat_secs: 30,
             token_clients: 32,
+            rate: 20_000.0,
             json: None,
             wait_quiet: Duration::ZERO,
             nice: -10,
@@ -140,6 +145,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--pairs" => o.pairs = num(&value)? as usize,
             "--small-pairs" => o.small_pairs = num(&value)? as usize,
             "--outstanding" => o.outstanding = num(&value)?.max(1.0) as usize,
+            "--rate" => o.rate = num(&value)?,
             "--payload" => o.payload = num(&value)? as usize,
             "--fanout-rooms" => o.fanout_rooms = num(&value)? as usize,
             "--room-size" => o.room_size = num(&value)?.max(2.0) as usize,
@@ -326,10 +332,21 @@ fn bench(o: &Options, workloads: &[&str]) -> Result<(), Error> {
                     ]
                 }
                 "relay" => vec![Load::Relay(o.pairs, true)],
-                "cluster" if o.small_pairs > 0 => {
-                    vec![Load::Cluster(o.pairs), Load::Cluster(o.small_pairs)]
+                "cluster" => {
+                    let mut loads = vec![Load::Cluster(o.pairs)];
+                    if o.small_pairs > 0 {
+                        loads.push(Load::Cluster(o.small_pairs));
+                    }
+                    if o.rate > 0.0 {
+                        let pairs = if o.small_pairs > 0 {
+                            o.small_pairs
+                        } else {
+                            o.pairs
+                        };
+                        loads.push(Load::ClusterPaced(pairs, o.rate as u32));
+                    }
+                    loads
                 }
-                "cluster" => vec![Load::Cluster(o.pairs)],
                 "fanout" => vec![Load::Fanout],
                 "idle" => {
                     idle(o, &mut rows).await?;
@@ -357,8 +374,11 @@ fn bench(o: &Options, workloads: &[&str]) -> Result<(), Error> {
                             out.insert(2, less);
                         }
                     }
-                    Load::Cluster(_) => {
+                    Load::Cluster(_) | Load::ClusterPaced(..) => {
                         // The latency Redis adds: cross-instance p50 less same-instance p50.
+                        // The target applies at the same offered load: under the closed
+                        // loop both placements run saturated, where p50 is the in-flight
+                        // count over throughput (queueing) rather than the hop.
                         if let Some(p50) = per("latency p50 ms") {
                             let mut added = Row::new(
                                 &load.name(),
@@ -366,7 +386,9 @@ fn bench(o: &Options, workloads: &[&str]) -> Result<(), Error> {
                                 p50.switchboard.zip(p50.ceiling).map(|(c, s)| c - s),
                                 None,
                             );
-                            added.goal = Some(Goal::AtMost(1.0));
+                            if let Load::ClusterPaced(..) = load {
+                                added.goal = Some(Goal::AtMost(1.0));
+                            }
                             out.push(added);
                         }
                     }
@@ -437,6 +459,8 @@ enum Load {
     /// Relay over a two-instance cluster with Redis: cross-instance pairs, then
     /// same-instance pairs (the ratio is cross / same).
     Cluster(usize),
+    /// The same at a fixed offered load (deliveries per second), for latency.
+    ClusterPaced(usize, u32),
 }
 
 impl Load {
@@ -447,6 +471,7 @@ impl Load {
             Load::Relay(pairs, _) => format!("relay-{pairs}"),
             Load::Fanout => "fanout".into(),
             Load::Cluster(pairs) => format!("cluster-{pairs}"),
+            Load::ClusterPaced(pairs, rate) => format!("cluster-{pairs}@{rate}"),
         }
     }
 
@@ -455,7 +480,7 @@ impl Load {
         match self {
             Load::Tokens => "token",
             Load::Connect => "peer",
-            Load::Relay(..) | Load::Cluster(_) => "msg",
+            Load::Relay(..) | Load::Cluster(_) | Load::ClusterPaced(..) => "msg",
             Load::Fanout => "delivery",
         }
     }
@@ -465,15 +490,19 @@ impl Load {
         match self {
             Load::Tokens => &[Kind::Switchboard],
             // Two switchboard instances and Redis, in two placements.
-            Load::Cluster(_) => &[Kind::Switchboard, Kind::Switchboard],
+            Load::Cluster(_) | Load::ClusterPaced(..) => &[Kind::Switchboard, Kind::Switchboard],
             _ => &[Kind::Switchboard, Kind::Ceiling],
         }
     }
 
     /// One attempt: fresh server process(es), the load, the processes stopped.
     async fn attempt(self, o: &Options, k: usize) -> Result<Run, Error> {
-        if let Load::Cluster(pairs) = self {
-            return cluster_relay(o, pairs, k == 0).await;
+        match self {
+            Load::Cluster(pairs) => return cluster_relay(o, pairs, None, k == 0).await,
+            Load::ClusterPaced(pairs, rate) => {
+                return cluster_relay(o, pairs, Some(f64::from(rate)), k == 0).await
+            }
+            _ => {}
         }
         let server = start(o, self.kinds()[k], &[]).await?;
         let run = self.run(o, &server).await;
@@ -493,7 +522,9 @@ impl Load {
             Load::Relay(pairs, _) => {
                 workloads::relay(server, pairs, o.outstanding, o.payload, o.warmup, o.window).await
             }
-            Load::Cluster(_) => unreachable!("a cluster round runs through `attempt`"),
+            Load::Cluster(_) | Load::ClusterPaced(..) => {
+                unreachable!("a cluster round runs through `attempt`")
+            }
             Load::Fanout => {
                 workloads::fanout(
                     server,
@@ -625,7 +656,7 @@ fn load_rows(load: Load, runs: &[Vec<Run>]) -> Vec<Row> {
         ("server CPU % of its core".into(), Run::server_pct),
         ("generator CPU % of its core".into(), Run::gen_pct),
     ];
-    if matches!(load, Load::Cluster(_)) {
+    if matches!(load, Load::Cluster(_) | Load::ClusterPaced(..)) {
         // Three processes share the server core: name the sum for what it is, and split it.
         metrics[1].0 = format!("A+B+redis CPU us/{unit}");
         metrics[2].0 = "A+B+redis CPU % of core".into();
@@ -859,9 +890,15 @@ async fn wait_redis_ok(name: &str, server: &Server) -> Result<(), Error> {
 }
 
 /// One cluster attempt on fresh processes: `pairs` relay pairs whose offerers join on
-/// instance A and whose answerers join on B (`cross`) or on A too. The server CPU is A's,
-/// B's and Redis's together (they share the server core).
-async fn cluster_relay(o: &Options, pairs: usize, cross: bool) -> Result<Run, Error> {
+/// instance A and whose answerers join on B (`cross`) or on A too, closed loop or `paced`
+/// at that many deliveries a second. The server CPU is A's, B's and Redis's together (they
+/// share the server core).
+async fn cluster_relay(
+    o: &Options,
+    pairs: usize,
+    paced: Option<f64>,
+    cross: bool,
+) -> Result<Run, Error> {
     let cluster = Cluster::start(o).await?;
     let (a, b) = (&cluster.a.endpoint, &cluster.b.endpoint);
     let watched = [cluster.a.pid, cluster.b.pid, cluster.redis.pid];
@@ -869,6 +906,7 @@ async fn cluster_relay(o: &Options, pairs: usize, cross: bool) -> Result<Run, Er
         pairs,
         outstanding: o.outstanding,
         payload: o.payload,
+        paced,
     };
     let answerers = if cross { b } else { a };
     let run = workloads::relay_between(a, answerers, &watched, shape, o.warmup, o.window).await;
@@ -877,7 +915,10 @@ async fn cluster_relay(o: &Options, pairs: usize, cross: bool) -> Result<Run, Er
             "  {:<11} {:<5} {:>8.0} msg/s  A {:>5.1}% B {:>5.1}% redis {:>5.1}% cpu {:>6.2} us/msg  \
              gen {:>5.1}%  others {:>5.1}%  p50 {:.2} p99 {:.2} max {:.2} ms  failures {}  \
              (cpus A {} B {} redis {})",
-            format!("cluster-{pairs}"),
+            match paced {
+                Some(rate) => format!("cluster-{pairs}@{rate}"),
+                None => format!("cluster-{pairs}"),
+            },
             if cross { "cross" } else { "same" },
             run.rate(),
             part_pct(run, 0),

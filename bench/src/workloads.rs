@@ -248,6 +248,7 @@ pub async fn relay(
         pairs,
         outstanding,
         payload,
+        paced: None,
     };
     let (ep, pid) = (&server.endpoint, [server.pid]);
     relay_between(ep, ep, &pid, shape, warmup, window).await
@@ -262,6 +263,9 @@ pub struct RelayShape {
     pub outstanding: usize,
     /// SDP size in bytes.
     pub payload: usize,
+    /// Open loop instead: offers go out on a timer so that offers plus answers make this
+    /// many deliveries a second in all, whatever the replies do (`outstanding` unused).
+    pub paced: Option<f64>,
 }
 
 /// Relay (see [`relay`]) with every offerer joined through `offerers` and every answerer
@@ -279,7 +283,10 @@ pub async fn relay_between(
         pairs,
         outstanding,
         payload,
+        paced,
     } = shape;
+    // Each offer makes two deliveries (it, and its answer).
+    let period = paced.map(|rate| Duration::from_secs_f64(2.0 * pairs as f64 / rate.max(1e-9)));
     let config = client::ws_config(BUSY_READ_BUFFER);
     let mut http_a = http_client(offerers).await?;
     let mut http_b = http_client(answerers).await?;
@@ -288,14 +295,20 @@ pub async fn relay_between(
     for i in 0..pairs {
         let room = format!("relay-{i}");
         let (a, b) = (format!("a{i}"), format!("b{i}"));
-        let wa = client::join(offerers, http_a.as_mut(), &a, &room, config).await?;
+        let mut wa = client::join(offerers, http_a.as_mut(), &a, &room, config).await?;
         let wb = client::join(answerers, http_b.as_mut(), &b, &room, config).await?;
+        if let Endpoint::Switchboard { .. } = offerers {
+            // Across instances the answerer's join reaches the offerer's instance a moment
+            // after `room-joined`: an offer sent before that would find no such peer.
+            client::expect(&mut wa, "peer-joined").await?;
+        }
         joined.push((a, b, wa, wb));
     }
     let meter = Meter::new();
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    for (a, b, wa, wb) in joined {
+    let start = tokio::time::Instant::now();
+    for (i, (a, b, wa, wb)) in joined.into_iter().enumerate() {
         let offer = Template::new(
             &format!(r#"{{"type":"sdp-offer","data":{{"peer":"{b}","offer":{{"#),
             &format!(r#","type":"offer","sdp":"{sdp}"}}}}}}"#),
@@ -304,11 +317,21 @@ pub async fn relay_between(
             &format!(r#"{{"type":"sdp-answer","data":{{"peer":"{a}","answer":{{"#),
             &format!(r#","type":"answer","sdp":"{sdp}"}}}}}}"#),
         );
+        let offerer = match period {
+            // Phases spread over the period.
+            Some(period) => Sends::Paced {
+                first: start + period.mul_f64(i as f64 / pairs as f64),
+                period,
+            },
+            None => Sends::ClosedLoop {
+                initial: outstanding,
+            },
+        };
         tasks.spawn(relay_peer(
             wa,
             offer,
             ANSWER_PREFIX,
-            outstanding,
+            offerer,
             meter.clone(),
             stopped.clone(),
         ));
@@ -316,7 +339,7 @@ pub async fn relay_between(
             wb,
             answer,
             OFFER_PREFIX,
-            0,
+            Sends::ClosedLoop { initial: 0 },
             meter.clone(),
             stopped.clone(),
         ));
@@ -333,15 +356,36 @@ pub async fn relay_between(
 
 /// One side of a relay pair: sends `initial` frames, then one reply per frame received that
 /// starts with `expect`.
+/// When a relay peer sends.
+#[derive(Debug, Clone, Copy)]
+enum Sends {
+    /// `initial` frames at once, then one for every frame received.
+    ClosedLoop { initial: usize },
+    /// One every `period` from `first` (late ticks are caught up), none in reply.
+    Paced {
+        first: tokio::time::Instant,
+        period: Duration,
+    },
+}
+
 async fn relay_peer(
     mut ws: Ws,
     reply: Template,
     expect: &'static str,
-    initial: usize,
+    sends: Sends,
     meter: Arc<Meter>,
     mut stop: watch::Receiver<bool>,
 ) -> Vec<u64> {
     let mut samples = Vec::new();
+    let (initial, mut ticks) = match sends {
+        Sends::ClosedLoop { initial } => (initial, None),
+        Sends::Paced { first, period } => {
+            let mut ticks = tokio::time::interval_at(first, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            (0, Some(ticks))
+        }
+    };
+    let replies = ticks.is_none();
     for _ in 0..initial {
         if let Err(e) = ws.send(reply.stamp(meter.now_ns())).await {
             meter.fail(e);
@@ -354,10 +398,19 @@ async fn relay_peer(
             // order, and what the server says about that is no failure.
             biased;
             _ = stop.changed() => break,
+            _ = async { ticks.as_mut()?.tick().await; Some(()) }, if ticks.is_some() => {
+                if let Err(e) = ws.send(reply.stamp(meter.now_ns())).await {
+                    meter.fail(e);
+                    break;
+                }
+            }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     if text.starts_with(expect) {
                         meter.complete(&mut samples, sent_at(&text));
+                        if !replies {
+                            continue;
+                        }
                         if let Err(e) = ws.send(reply.stamp(meter.now_ns())).await {
                             meter.fail(e);
                             break;
