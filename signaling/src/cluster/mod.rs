@@ -352,17 +352,22 @@ impl Outgoing {
         let (to, batch) = &mut self.batches[i];
         batch.push(event, frame);
         if batch.is_full() {
-            pipe.publish(channel(to), batch.take()).ignore();
+            pipe.publish(channel(to), batch.as_bytes()).ignore();
+            batch.clear();
         }
     }
 
-    /// Moves every non-empty batch into `pipe` as one `PUBLISH` each.
+    /// Moves every non-empty batch into `pipe` as one `PUBLISH` each. The buffers stay
+    /// for the next pass; those of instances that got nothing since the last flush go.
     fn flush(&mut self, pipe: &mut redis::Pipeline) {
-        for (to, mut batch) in self.batches.drain(..) {
-            if !batch.is_empty() {
-                pipe.publish(channel(&to), batch.take()).ignore();
+        self.batches.retain_mut(|(to, batch)| {
+            if batch.is_empty() {
+                return false;
             }
-        }
+            pipe.publish(channel(to), batch.as_bytes()).ignore();
+            batch.clear();
+            true
+        });
     }
 }
 
@@ -513,10 +518,9 @@ impl RedisCluster {
     async fn publish_now(&self, to: &[Arc<str>], event: &Event, frame: Option<&Utf8Bytes>) {
         let mut batch = wire::Batch::new();
         batch.push(event, frame);
-        let payload = batch.take();
         let mut pipe = redis::pipe();
         for t in to {
-            pipe.publish(channel(t), payload.as_slice()).ignore();
+            pipe.publish(channel(t), batch.as_bytes()).ignore();
         }
         self.send(pipe).await;
     }

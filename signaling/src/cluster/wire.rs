@@ -48,7 +48,7 @@ impl Batch {
         Self { buf: vec![VERSION] }
     }
 
-    /// Whether no record was added since the last [`Batch::take`].
+    /// Whether no record was added since the last [`Batch::clear`].
     pub fn is_empty(&self) -> bool {
         self.buf.len() == 1
     }
@@ -90,9 +90,17 @@ impl Batch {
         }
     }
 
-    /// The message so far; the batch starts over empty.
-    pub fn take(&mut self) -> Vec<u8> {
-        std::mem::replace(&mut self.buf, vec![VERSION])
+    /// The message so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Starts over empty, keeping the buffer (unless a burst made it outsized).
+    pub fn clear(&mut self) {
+        self.buf.truncate(1);
+        if self.buf.capacity() > 2 * MAX_MESSAGE {
+            self.buf.shrink_to(MAX_MESSAGE);
+        }
     }
 }
 
@@ -184,7 +192,7 @@ mod tests {
         for (event, frame) in records {
             batch.push(event, frame.as_ref());
         }
-        decode(Bytes::from(batch.take())).unwrap()
+        decode(Bytes::copy_from_slice(batch.as_bytes())).unwrap()
     }
 
     #[test]
@@ -229,14 +237,19 @@ mod tests {
     }
 
     #[test]
-    fn take_starts_an_empty_batch() {
+    fn clear_starts_an_empty_batch() {
         let mut batch = Batch::new();
         assert!(batch.is_empty());
         batch.push(&Event::Activity { room: "r".into() }, None);
         assert!(!batch.is_empty());
-        let first = batch.take();
+        batch.clear();
         assert!(batch.is_empty());
-        assert_eq!(decode(Bytes::from(first)).unwrap().len(), 1);
+        assert_eq!(decode(Bytes::copy_from_slice(batch.as_bytes())), Ok(vec![]));
+        batch.push(&Event::Activity { room: "s".into() }, None);
+        assert_eq!(
+            decode(Bytes::copy_from_slice(batch.as_bytes())),
+            Ok(vec![(Event::Activity { room: "s".into() }, None)])
+        );
     }
 
     #[test]
@@ -249,7 +262,7 @@ mod tests {
             },
             Some(&"{\"type\":\"sdp-answer\"}".into()),
         );
-        let good = batch.take();
+        let good = batch.as_bytes().to_vec();
         let mut other = good.clone();
         other[0] = VERSION + 1;
         assert_eq!(
