@@ -4,7 +4,7 @@
 //! `switchboard-bench all` runs every workload against a fresh `switchboard` process and
 //! then against a fresh bare forwarder (`switchboard-bench ceiling-server`), each server
 //! pinned to one core and this generator to another, and prints one table of figures with
-//! their ratio to the ceiling and the targets. See `docs/performance.md`.
+//! their ratio to the ceiling and the performance targets. See `docs/performance.md`.
 
 mod ceiling;
 mod client;

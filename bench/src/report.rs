@@ -1,5 +1,5 @@
 //! Figures and the results table: each row is one metric of one workload, measured against
-//! switchboard and (where it applies) the ceiling, with the ratio and the issue's target.
+//! switchboard and (where it applies) the ceiling, with the ratio and the performance target.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -87,7 +87,7 @@ impl Run {
     }
 }
 
-/// An issue target on a row.
+/// A performance target on a row.
 #[derive(Debug, Clone, Copy)]
 pub enum Goal {
     /// switchboard / ceiling must be at most this.
@@ -122,7 +122,7 @@ pub struct Row {
     pub switchboard: Option<f64>,
     /// The ceiling's figure.
     pub ceiling: Option<f64>,
-    /// The issue's target, if this row has one.
+    /// The performance target, if this row has one.
     pub goal: Option<Goal>,
 }
 
