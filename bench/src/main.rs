@@ -7,6 +7,7 @@
 //! their ratio to the ceiling and the performance targets. See `docs/performance.md`.
 
 mod ceiling;
+mod channels;
 mod client;
 mod procs;
 mod report;
@@ -20,7 +21,7 @@ use procs::{Kind, Server};
 use report::{Goal, Row, Run};
 
 const USAGE: &str = "\
-usage: switchboard-bench [all|tokens|connect|relay|fanout|idle|cluster] [options]
+usage: switchboard-bench [all|tokens|connect|relay|fanout|idle|cluster|channels] [options]
        switchboard-bench ceiling-server [--addr 127.0.0.1:0] [--heartbeat-secs 30]
 
 `cluster` (not part of `all`) starts redis-server on a free loopback port and two
@@ -29,6 +30,12 @@ relay workload (--pairs, then --small-pairs) with both peers of every pair on in
 (same) and with the offerer on A and the answerer on B (cross); then, for latency, the
 --small-pairs pairs again at a fixed offered load (--rate deliveries/s, open loop: offers
 on a timer, each answered once). Needs redis-server.
+
+`channels` (not part of `all`) measures Redis pub/sub alone, for the choice of channels in
+cluster mode: --relays relays of --payload bytes over --rooms rooms between two subscriber
+connections, on one channel per instance (packed --batch to a PUBLISH, and one per
+PUBLISH) and on one channel per room; then per-room SUBSCRIBE/UNSUBSCRIBE churn. Defaults:
+--rooms 10000 --relays 500000 --batch 11. Needs redis-server.
 
 Every run starts a fresh switchboard (or ceiling forwarder) process pinned to the server
 core; this generator runs on the generator core. Options (defaults in brackets):
@@ -78,6 +85,9 @@ struct Options {
     heartbeat_secs: u64,
     token_clients: usize,
     rate: f64,
+    rooms: usize,
+    relays: usize,
+    batch: usize,
     json: Option<PathBuf>,
     wait_quiet: Duration,
     nice: i32,
@@ -111,6 +121,9 @@ impl Default for Options {
             heartbeat_secs: 30,
             token_clients: 32,
             rate: 20_000.0,
+            rooms: 10_000,
+            relays: 500_000,
+            batch: 11,
             json: None,
             wait_quiet: Duration::ZERO,
             nice: -10,
@@ -146,6 +159,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--small-pairs" => o.small_pairs = num(&value)? as usize,
             "--outstanding" => o.outstanding = num(&value)?.max(1.0) as usize,
             "--rate" => o.rate = num(&value)?,
+            "--rooms" => o.rooms = num(&value)?.max(1.0) as usize,
+            "--relays" => o.relays = num(&value)?.max(1.0) as usize,
+            "--batch" => o.batch = num(&value)?.max(1.0) as usize,
             "--payload" => o.payload = num(&value)? as usize,
             "--fanout-rooms" => o.fanout_rooms = num(&value)? as usize,
             "--room-size" => o.room_size = num(&value)?.max(2.0) as usize,
@@ -187,6 +203,7 @@ fn main() -> ExitCode {
         "idle" => &["idle"],
         "tokens" => &["tokens"],
         "cluster" => &["cluster"],
+        "channels" => &["channels"],
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -287,6 +304,17 @@ fn bench(o: &Options, workloads: &[&str]) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if workloads == ["channels"] {
+        println!("machine: {}; {nice_note}", procs::machine_description());
+        let shape = channels::Shape {
+            rooms: o.rooms,
+            relays: o.relays,
+            payload: o.payload,
+            batch: o.batch,
+            redis_core: o.server_core,
+        };
+        return rt.block_on(channels::run(shape));
+    }
     if !o.wait_quiet.is_zero() {
         println!(
             "waiting up to {:.0} s for the cores to be quiet",
