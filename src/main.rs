@@ -77,10 +77,20 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // On one core (a CPU quota of one, or pinned) a work-stealing scheduler has nobody to
+    // steal from and only adds cost: every task runs on the main thread instead. Blocking
+    // work (password hashing, memory sampling) still goes to the blocking pool.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (mut builder, scheduler) = if cores == 1 {
+        (
+            tokio::runtime::Builder::new_current_thread(),
+            "current-thread",
+        )
+    } else {
+        (tokio::runtime::Builder::new_multi_thread(), "multi-thread")
+    };
+    tracing::info!(cores, scheduler, "runtime");
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");

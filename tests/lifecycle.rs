@@ -651,3 +651,70 @@ async fn sigterm_drains_every_peer_and_exits_zero() {
     assert!(started.elapsed() < Duration::from_secs(10));
     drop(stuck);
 }
+
+/// On one core the server runs every task on one thread (no work-stealing workers), and
+/// everything still works: relays, heartbeats (timers), password hashing (blocking pool).
+#[tokio::test]
+async fn on_one_core_everything_runs_on_a_current_thread_runtime() {
+    let server = Launch::new()
+        .env("HEARTBEAT_INTERVAL_SECONDS", "0.2")
+        .on_core(0)
+        .start();
+    let runtime_line = |server: &Server| {
+        server
+            .output()
+            .into_iter()
+            .find(|l| l.contains(r#""message":"runtime""#))
+            .unwrap_or_default()
+    };
+    let line = runtime_line(&server);
+    assert!(
+        line.contains(r#""scheduler":"current-thread""#) && line.contains(r#""cores":1"#),
+        "{line}"
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores > 1 {
+        // The contrast: unpinned on this machine it uses the multi-thread scheduler.
+        let wide = Server::start(&[]);
+        let line = runtime_line(&wide);
+        assert!(line.contains(r#""scheduler":"multi-thread""#), "{line}");
+    }
+
+    server
+        .create_room(json!({"roomId": "locked", "roomName": "L", "hostId": "a", "password": "pw"}))
+        .await;
+    let token = |user: &str| json!({"userId": user, "roomId": "locked", "password": "pw"});
+    let ta = server.issue(token("a")).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tb = server.issue(token("b")).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut a = server.connect(&ta).await;
+    let mut b = server.connect(&tb).await;
+    a.send_json(json!({"type": "join-room"})).await;
+    a.recv_type("room-joined").await;
+    b.send_json(json!({"type": "join-room"})).await;
+    b.recv_type("room-joined").await;
+    a.recv_type("peer-joined").await;
+    for i in 0..50 {
+        a.send_json(json!({"type": "ice-candidate", "data": {"peer": "b", "candidate": {"candidate": format!("c{i}")}}}))
+            .await;
+    }
+    for i in 0..50 {
+        let c = b.recv_type("ice-candidate").await;
+        assert_eq!(c["data"]["candidate"]["candidate"], format!("c{i}"));
+    }
+    // Timers fire: a heartbeat (every 0.2 s) within a second.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match b.next_frame(left).await {
+            Some(Incoming::Text(t)) if t.contains(r#""type":"heartbeat""#) => break,
+            Some(_) => {}
+            None => panic!("no heartbeat within a second"),
+        }
+    }
+}

@@ -2,8 +2,8 @@
 //! text or binary frame is forwarded verbatim to the room's other members, with no parsing,
 //! no authentication and no limits beyond a bounded queue per connection. It uses the
 //! server's own socket settings (read and write buffer sizes, `TCP_NODELAY`, one reader
-//! task plus one writer task per connection fed by a bounded queue of 256, a runtime with one
-//! worker per allowed core), so the gap between it and `switchboard` is the cost of the
+//! task plus one writer task per connection fed by a bounded queue of 256, the same runtime
+//! choice: current-thread on one allowed core, else one worker per core), so the gap between it and `switchboard` is the cost of the
 //! protocol, not of the plumbing.
 //!
 //! With `--heartbeat-secs N` it also sends every connection a small heartbeat text frame and
@@ -70,10 +70,15 @@ fn ws_config() -> WebSocketConfig {
 
 /// Runs the forwarder on `addr` until killed. Prints `{"message":"listening","addr":...}`.
 pub fn run(addr: SocketAddr, heartbeat: Option<Duration>) -> std::io::Result<()> {
-    // Same runtime shape as switchboard: multi-threaded, one worker per allowed core.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // Same runtime shape as switchboard: on one allowed core a current-thread runtime,
+    // otherwise multi-threaded with one worker per allowed core.
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = builder.enable_all().build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
         let hub = Arc::new(Hub::default());

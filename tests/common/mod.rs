@@ -61,6 +61,7 @@ struct Output {
 pub struct Launch {
     vars: Vec<(String, String)>,
     dotenv: Option<String>,
+    core: Option<usize>,
 }
 
 impl Default for Launch {
@@ -85,7 +86,17 @@ impl Launch {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        Self { vars, dotenv: None }
+        Self {
+            vars,
+            dotenv: None,
+            core: None,
+        }
+    }
+
+    /// Lets the server run on this one CPU only (as `taskset -c core` would).
+    pub fn on_core(mut self, core: usize) -> Self {
+        self.core = Some(core);
+        self
     }
 
     /// Sets (or overrides) one variable.
@@ -128,6 +139,20 @@ impl Launch {
             .stderr(Stdio::piped());
         for (k, v) in &self.vars {
             cmd.env(k, v);
+        }
+        if let Some(core) = self.core {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only sched_setaffinity(2) on the child itself, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(core, &mut set);
+                    if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().expect("spawn switchboard");
         (child, dir)
