@@ -1209,6 +1209,28 @@ impl Registry {
 
     // ---- cluster events -------------------------------------------------------------
 
+    /// A relay from another instance: hands `frame` to the local member `to` of `room_id`
+    /// (the relay path of [`Registry::apply`], without building an event).
+    pub fn deliver(&self, room_id: &str, to: &str, frame: &Utf8Bytes) {
+        let Some(room) = lock(&self.index).rooms.get(room_id).cloned() else {
+            return;
+        };
+        let mut st = lock(&room.inner);
+        if st.closed.is_some() {
+            return;
+        }
+        if let Some(conn) = st
+            .peers
+            .iter()
+            .find(|m| *m.user_id == *to)
+            .and_then(|m| m.conn.as_ref())
+        {
+            conn.send(frame);
+        }
+        // The sending instance tells the others about activity; this one only notes it.
+        st.last_activity = Instant::now();
+    }
+
     /// Applies what another instance told us.
     pub fn apply(&self, event: Event, frame: Option<Utf8Bytes>) {
         let now = Instant::now();

@@ -327,6 +327,15 @@ fn grant_of(
     }
 }
 
+/// `PUBLISH` of `payload` on `instance`'s channel, built in one allocation (a command
+/// grown argument by argument would copy a large batch several times).
+fn publish(instance: &str, payload: &[u8]) -> redis::Cmd {
+    let channel = channel(instance);
+    let mut cmd = redis::Cmd::with_capacity(3, "PUBLISH".len() + channel.len() + payload.len());
+    cmd.arg("PUBLISH").arg(channel).arg(payload);
+    cmd
+}
+
 /// Channel messages being filled during one pass of the publisher, one per instance.
 #[derive(Default)]
 struct Outgoing {
@@ -352,7 +361,7 @@ impl Outgoing {
         let (to, batch) = &mut self.batches[i];
         batch.push(event, frame);
         if batch.is_full() {
-            pipe.publish(channel(to), batch.as_bytes()).ignore();
+            pipe.add_command(publish(to, batch.as_bytes())).ignore();
             batch.clear();
         }
     }
@@ -364,7 +373,7 @@ impl Outgoing {
             if batch.is_empty() {
                 return false;
             }
-            pipe.publish(channel(to), batch.as_bytes()).ignore();
+            pipe.add_command(publish(to, batch.as_bytes())).ignore();
             batch.clear();
             true
         });
@@ -520,7 +529,7 @@ impl RedisCluster {
         batch.push(event, frame);
         let mut pipe = redis::pipe();
         for t in to {
-            pipe.publish(channel(t), batch.as_bytes()).ignore();
+            pipe.add_command(publish(t, batch.as_bytes())).ignore();
         }
         self.send(pipe).await;
     }
@@ -647,10 +656,20 @@ impl RedisCluster {
                         let mut stream = pubsub.on_message();
                         while let Some(msg) = stream.next().await {
                             let payload = bytes::Bytes::copy_from_slice(msg.get_payload_bytes());
-                            match (wire::decode(payload), self.registry()) {
+                            match (wire::decode(&payload), self.registry()) {
                                 (Ok(records), Some(registry)) => {
-                                    for (event, frame) in records {
-                                        registry.apply(event, frame);
+                                    for record in records {
+                                        match record {
+                                            wire::Record::Relay {
+                                                room,
+                                                to,
+                                                frame: Some(frame),
+                                            } => registry.deliver(room, to, &frame),
+                                            other => {
+                                                let (event, frame) = other.into_event();
+                                                registry.apply(event, frame);
+                                            }
+                                        }
                                     }
                                 }
                                 (Err(e), _) if !warned => {

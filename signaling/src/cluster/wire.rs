@@ -113,28 +113,62 @@ pub enum Malformed {
     Garbled,
 }
 
+/// One record of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record<'a> {
+    /// A relay (`Event::Relay`), with its room and target borrowed from the message.
+    Relay {
+        /// Room id.
+        room: &'a str,
+        /// Target userId.
+        to: &'a str,
+        /// The frame to deliver.
+        frame: Option<Utf8Bytes>,
+    },
+    /// Any other event.
+    Event(Event, Option<Utf8Bytes>),
+}
+
+impl Record<'_> {
+    /// The record as an owned event and its frame.
+    pub fn into_event(self) -> (Event, Option<Utf8Bytes>) {
+        match self {
+            Record::Relay { room, to, frame } => (
+                Event::Relay {
+                    room: room.to_owned(),
+                    to: to.to_owned(),
+                },
+                frame,
+            ),
+            Record::Event(event, frame) => (event, frame),
+        }
+    }
+}
+
 /// Reads a whole message: every record, or an error and nothing. Frames are slices of
-/// `payload`, not copies.
-pub fn decode(payload: Bytes) -> Result<Vec<(Event, Option<Utf8Bytes>)>, Malformed> {
+/// `payload`, not copies; relays borrow their room and target from it.
+pub fn decode(payload: &Bytes) -> Result<Vec<Record<'_>>, Malformed> {
     let mut r = Reader {
-        buf: &payload,
+        buf: payload,
         at: 0,
     };
     match r.u8()? {
         VERSION => {}
         other => return Err(Malformed::Version(other)),
     }
-    let mut records = Vec::new();
+    let mut records = Vec::with_capacity(16);
     while r.at < payload.len() {
-        let event = match r.u8()? {
+        let head = match r.u8()? {
             RELAY => {
                 let room = r.str16()?;
                 let to = r.str16()?;
-                Event::Relay { room, to }
+                Ok((room, to))
             }
             JSON => {
                 let len = r.u32()? as usize;
-                serde_json::from_slice(r.bytes(len)?).map_err(|_| Malformed::Garbled)?
+                let event: Event =
+                    serde_json::from_slice(r.bytes(len)?).map_err(|_| Malformed::Garbled)?;
+                Err(event)
             }
             _ => return Err(Malformed::Garbled),
         };
@@ -147,7 +181,10 @@ pub fn decode(payload: Bytes) -> Result<Vec<(Event, Option<Utf8Bytes>)>, Malform
                 Some(Utf8Bytes::try_from(bytes).map_err(|_| Malformed::Garbled)?)
             }
         };
-        records.push((event, frame));
+        records.push(match head {
+            Ok((room, to)) => Record::Relay { room, to, frame },
+            Err(event) => Record::Event(event, frame),
+        });
     }
     Ok(records)
 }
@@ -174,11 +211,10 @@ impl<'a> Reader<'a> {
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn str16(&mut self) -> Result<String, Malformed> {
+    fn str16(&mut self) -> Result<&'a str, Malformed> {
         let b = self.bytes(2)?;
         let len = u16::from_be_bytes([b[0], b[1]]) as usize;
-        let s = std::str::from_utf8(self.bytes(len)?).map_err(|_| Malformed::Garbled)?;
-        Ok(s.to_owned())
+        std::str::from_utf8(self.bytes(len)?).map_err(|_| Malformed::Garbled)
     }
 }
 
@@ -192,7 +228,12 @@ mod tests {
         for (event, frame) in records {
             batch.push(event, frame.as_ref());
         }
-        decode(Bytes::copy_from_slice(batch.as_bytes())).unwrap()
+        let payload = Bytes::copy_from_slice(batch.as_bytes());
+        decode(&payload)
+            .unwrap()
+            .into_iter()
+            .map(Record::into_event)
+            .collect()
     }
 
     #[test]
@@ -244,11 +285,17 @@ mod tests {
         assert!(!batch.is_empty());
         batch.clear();
         assert!(batch.is_empty());
-        assert_eq!(decode(Bytes::copy_from_slice(batch.as_bytes())), Ok(vec![]));
+        assert_eq!(
+            decode(&Bytes::copy_from_slice(batch.as_bytes())),
+            Ok(vec![])
+        );
         batch.push(&Event::Activity { room: "s".into() }, None);
         assert_eq!(
-            decode(Bytes::copy_from_slice(batch.as_bytes())),
-            Ok(vec![(Event::Activity { room: "s".into() }, None)])
+            decode(&Bytes::copy_from_slice(batch.as_bytes())),
+            Ok(vec![Record::Event(
+                Event::Activity { room: "s".into() },
+                None
+            )])
         );
     }
 
@@ -266,12 +313,12 @@ mod tests {
         let mut other = good.clone();
         other[0] = VERSION + 1;
         assert_eq!(
-            decode(Bytes::from(other)),
+            decode(&Bytes::from(other)),
             Err(Malformed::Version(VERSION + 1))
         );
         for cut in 2..good.len() {
             assert_eq!(
-                decode(Bytes::from(good[..cut].to_vec())),
+                decode(&Bytes::from(good[..cut].to_vec())),
                 Err(Malformed::Garbled),
                 "cut at {cut}"
             );
@@ -279,10 +326,10 @@ mod tests {
         let mut bad_utf8 = good.clone();
         let last = bad_utf8.len() - 1;
         bad_utf8[last] = 0xFF;
-        assert_eq!(decode(Bytes::from(bad_utf8)), Err(Malformed::Garbled));
-        assert_eq!(decode(Bytes::new()), Err(Malformed::Garbled));
+        assert_eq!(decode(&Bytes::from(bad_utf8)), Err(Malformed::Garbled));
+        assert_eq!(decode(&Bytes::new()), Err(Malformed::Garbled));
         assert_eq!(
-            decode(Bytes::from_static(b"\x01Zxx")),
+            decode(&Bytes::from_static(b"\x01Zxx")),
             Err(Malformed::Garbled)
         );
     }
