@@ -103,9 +103,14 @@ async fn wait_cluster_ok(server: &Server) {
 }
 
 async fn pair() -> (Redis, Server, Server) {
+    pair_with(&[]).await
+}
+
+/// Two instances sharing a fresh Redis, both with `extra` set, once both report Redis ok.
+async fn pair_with(extra: &[(&str, &str)]) -> (Redis, Server, Server) {
     let redis = Redis::start();
-    let a = instance(&redis, &[]);
-    let b = instance(&redis, &[]);
+    let a = instance(&redis, extra);
+    let b = instance(&redis, extra);
     wait_cluster_ok(&a).await;
     wait_cluster_ok(&b).await;
     (redis, a, b)
@@ -193,16 +198,12 @@ async fn peers_on_two_instances_see_each_other_and_relay_byte_identical() {
 #[tokio::test]
 async fn a_burst_across_instances_arrives_complete_and_in_order() {
     const EACH: usize = 300;
-    let redis = Redis::start();
-    let roomy = [
+    let (_redis, a, b) = pair_with(&[
         ("RATE_LIMIT_PER_SECOND", "100000"),
         ("RATE_LIMIT_BURST", "100000"),
         ("OUTBOUND_QUEUE_SIZE", "4096"),
-    ];
-    let a = instance(&redis, &roomy);
-    let b = instance(&redis, &roomy);
-    wait_cluster_ok(&a).await;
-    wait_cluster_ok(&b).await;
+    ])
+    .await;
     let (mut target, _) = join_via(&b, &b, "target", "r1").await;
     let (mut s1, _) = join_via(&a, &a, "s1", "r1").await;
     let (mut s2, _) = join_via(&a, &a, "s2", "r1").await;

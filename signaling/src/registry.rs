@@ -52,6 +52,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A relay from another instance, under the room's lock: the frame to the local member
+/// `to` (if it is connected here), and the room marked active. The sending instance tells
+/// the others about activity; this one only notes it.
+fn deliver_locked(st: &mut RoomInner, to: &str, frame: &Utf8Bytes, now: Instant) {
+    if let Some(conn) = st
+        .peers
+        .iter()
+        .find(|m| *m.user_id == *to)
+        .and_then(|m| m.conn.as_ref())
+    {
+        conn.send(frame);
+    }
+    st.last_activity = now;
+}
+
 /// Who a connection is, as proven by its token.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -1219,16 +1234,7 @@ impl Registry {
         if st.closed.is_some() {
             return;
         }
-        if let Some(conn) = st
-            .peers
-            .iter()
-            .find(|m| *m.user_id == *to)
-            .and_then(|m| m.conn.as_ref())
-        {
-            conn.send(frame);
-        }
-        // The sending instance tells the others about activity; this one only notes it.
-        st.last_activity = Instant::now();
+        deliver_locked(&mut st, to, frame, Instant::now());
     }
 
     /// Applies what another instance told us.
@@ -1340,18 +1346,10 @@ impl Registry {
             Event::Closed { reason, .. } => {
                 return Some(self.close_locked(room, st, reason, false))
             }
-            Event::Relay { to, .. } => {
-                if let (Some(frame), Some(conn)) = (
-                    frame,
-                    st.peers
-                        .iter()
-                        .find(|m| *m.user_id == *to)
-                        .and_then(|m| m.conn.as_ref()),
-                ) {
-                    conn.send(&frame);
-                }
-                st.last_activity = now;
-            }
+            Event::Relay { to, .. } => match frame {
+                Some(frame) => deliver_locked(st, &to, &frame, now),
+                None => st.last_activity = now,
+            },
             Event::Broadcast { from, presence, .. } => {
                 if let (Some(p), Some(m)) =
                     (presence, st.peers.iter_mut().find(|m| *m.user_id == *from))
