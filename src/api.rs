@@ -16,9 +16,9 @@ use warp::{Filter, Rejection, Reply};
 use switchboard_auth::{hash_password, secret_eq, verify_password, Claims, IceServer};
 use switchboard_signaling::cluster::RedisCluster;
 use switchboard_signaling::ids::{display_name, is_valid_id};
+use switchboard_signaling::options::RoomOptions;
 use switchboard_signaling::protocol::CloseReason;
-use switchboard_signaling::protocol::{CreateOptions, RoomMeta, MAX_TTL_SECONDS};
-use switchboard_signaling::registry::RoomOptions;
+use switchboard_signaling::protocol::{CreateOptions, RoomMeta};
 use switchboard_signaling::ErrorCode;
 
 use crate::app::App;
@@ -393,36 +393,16 @@ async fn create_room_inner(app: &App, auth: &Option<String>, body: &Bytes) -> Ap
     let host_id = req.host_id.unwrap_or_else(new_id);
     check_id("hostId", &host_id)?;
     let host_name = check_name("hostName", req.host_name.as_deref())?;
-    let room_name = check_name("roomName", req.options.room_name.as_deref())?
-        .unwrap_or_else(|| room_id.clone());
-    let max = app.config.signaling.max_peers_per_room;
-    let max_peers = match req.options.max_peers {
-        None => max,
-        Some(n) if (1..=max as u64).contains(&n) => n as usize,
-        Some(_) => {
-            return Err(ApiError::invalid(format!(
-                "maxPeers must be between 1 and {max}"
-            )))
-        }
-    };
-    let ttl = match req.options.ttl_seconds {
-        Some(n) if !(1..=MAX_TTL_SECONDS).contains(&n) => {
-            return Err(ApiError::invalid(format!(
-                "ttlSeconds must be between 1 and {MAX_TTL_SECONDS}"
-            )))
-        }
-        other => other.map(std::time::Duration::from_secs),
-    };
+    let options = RoomOptions::from_request(
+        &req.options,
+        &room_id,
+        app.config.signaling.max_peers_per_room,
+    )
+    .map_err(|e| ApiError::invalid(e.0))?;
     let password_hash = match req.password {
         Some(p) if !p.is_empty() => Some(app.hash(p).await?),
         Some(_) => return Err(ApiError::invalid("password must not be empty")),
         None => None,
-    };
-    let options = RoomOptions {
-        name: room_name,
-        max_peers,
-        ttl,
-        destroy_on_host_leave: req.options.destroy_on_host_leave.unwrap_or(false),
     };
     let has_password = password_hash.is_some();
     let meta = app

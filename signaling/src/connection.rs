@@ -324,10 +324,10 @@ impl Session {
                         | ErrorCode::RoomMismatch
                 ) {
                     self.shared.stats.count_rejected(code);
-                    self.send_error(code, msg.unwrap_or(&code.to_string()), rid);
+                    self.send_error(code, &msg.unwrap_or_else(|| code.to_string()), rid);
                     return Flow::Close(KillReason::AuthFailed);
                 }
-                self.reject(code, msg.unwrap_or(&code.to_string()), rid)
+                self.reject(code, &msg.unwrap_or_else(|| code.to_string()), rid)
             }
         }
     }
@@ -365,7 +365,7 @@ impl Session {
         &mut self,
         message: ClientMessage<'_>,
         rid: Option<&str>,
-    ) -> Result<Flow, (ErrorCode, Option<&'static str>)> {
+    ) -> Result<Flow, (ErrorCode, Option<String>)> {
         let phase = std::mem::replace(&mut self.phase, Phase::Unauthenticated);
         let (result, phase) = self.dispatch_in(phase, message, rid).await;
         self.phase = phase;
@@ -378,7 +378,7 @@ impl Session {
         phase: Phase,
         message: ClientMessage<'_>,
         rid: Option<&str>,
-    ) -> (Result<Flow, (ErrorCode, Option<&'static str>)>, Phase) {
+    ) -> (Result<Flow, (ErrorCode, Option<String>)>, Phase) {
         let registry = self.shared.registry.clone();
         match (phase, message) {
             (
@@ -423,46 +423,14 @@ impl Session {
             }
             (Phase::Authenticated(who), ClientMessage::CreateRoom(opts)) => {
                 let max = registry.config().max_peers_per_room;
-                let max_peers = match opts.max_peers {
-                    None => max,
-                    Some(n) if (1..=max as u64).contains(&n) => n as usize,
-                    Some(_) => {
+                let options = match RoomOptions::from_request(&opts, &who.room_id, max) {
+                    Ok(options) => options,
+                    Err(e) => {
                         return (
-                            Err((ErrorCode::InvalidInput, Some("maxPeers out of range"))),
+                            Err((ErrorCode::InvalidInput, Some(e.0))),
                             Phase::Authenticated(who),
                         )
                     }
-                };
-                if opts
-                    .ttl_seconds
-                    .is_some_and(|n| !(1..=protocol::MAX_TTL_SECONDS).contains(&n))
-                {
-                    return (
-                        Err((
-                            ErrorCode::InvalidInput,
-                            Some("ttlSeconds must be between 1 and 31536000"),
-                        )),
-                        Phase::Authenticated(who),
-                    );
-                }
-                let name = match opts.room_name.as_deref().map(ids::display_name) {
-                    None => who.room_id.to_string(),
-                    Some(Some(n)) => n,
-                    Some(None) => {
-                        return (
-                            Err((
-                                ErrorCode::InvalidInput,
-                                Some("roomName must be 1 to 100 printable characters"),
-                            )),
-                            Phase::Authenticated(who),
-                        )
-                    }
-                };
-                let options = RoomOptions {
-                    name,
-                    max_peers,
-                    ttl: opts.ttl_seconds.map(Duration::from_secs),
-                    destroy_on_host_leave: opts.destroy_on_host_leave.unwrap_or(false),
                 };
                 self.join(who, None, Some(options), rid).await
             }
@@ -583,14 +551,14 @@ impl Session {
         user_name: Option<String>,
         create: Option<RoomOptions>,
         _rid: Option<&str>,
-    ) -> (Result<Flow, (ErrorCode, Option<&'static str>)>, Phase) {
+    ) -> (Result<Flow, (ErrorCode, Option<String>)>, Phase) {
         let name = match user_name.as_deref().map(ids::display_name) {
             Some(Some(n)) => n,
             Some(None) => {
                 return (
                     Err((
                         ErrorCode::InvalidInput,
-                        Some("userName must be 1 to 100 printable characters"),
+                        Some("userName must be 1 to 100 printable characters".into()),
                     )),
                     Phase::Authenticated(who),
                 )

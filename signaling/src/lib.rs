@@ -18,6 +18,7 @@ pub mod conn;
 mod connection;
 pub mod error;
 pub mod ids;
+pub mod options;
 pub mod outbox;
 pub mod protocol;
 pub mod registry;

@@ -33,6 +33,7 @@ use crate::bus::{ClusterLink, Event, Grant, Op, Store, WireMember, WireStatus};
 use crate::config::SignalingConfig;
 use crate::conn::{Conn, KillReason};
 use crate::error::ErrorCode;
+pub use crate::options::RoomOptions;
 use crate::protocol::{
     CloseReason, Expiring, HostChanged, LeaveReason, PeerData, PeerInfo, PeerStatus, Presence,
     Reason, RoomJoined, RoomMeta, RoomState, ServerMessage,
@@ -76,19 +77,6 @@ pub struct Identity {
     pub room_id: Arc<str>,
     /// Whether the token was issued after a password check (`pwd` claim).
     pub password_ok: bool,
-}
-
-/// Validated settings of a new room.
-#[derive(Debug, Clone)]
-pub struct RoomOptions {
-    /// Display name.
-    pub name: String,
-    /// Member limit.
-    pub max_peers: usize,
-    /// Lifetime from the first join.
-    pub ttl: Option<Duration>,
-    /// Close when the host leaves.
-    pub destroy_on_host_leave: bool,
 }
 
 /// What the HTTP API learns about a room before issuing a token for it.
@@ -478,12 +466,7 @@ impl Registry {
 
     /// The options a room gets when its first peer joins without `create-room`.
     pub fn default_options(&self, room_id: &str) -> RoomOptions {
-        RoomOptions {
-            name: room_id.to_owned(),
-            max_peers: self.config.max_peers_per_room,
-            ttl: None,
-            destroy_on_host_leave: false,
-        }
+        RoomOptions::defaults(room_id, self.config.max_peers_per_room)
     }
 
     fn new_room(
