@@ -73,8 +73,6 @@ pub async fn run(config: Config) -> std::io::Result<()> {
 
     let stats = Arc::new(Stats::default());
     let signaling_config = Arc::new(config.signaling.clone());
-    let registry = Registry::new(signaling_config, stats.clone());
-    let signaling = SignalingServer::new(registry.clone(), keys.clone());
     let cluster = match &config.redis_url {
         None => None,
         Some(url) => {
@@ -87,6 +85,11 @@ pub async fn run(config: Config) -> std::io::Result<()> {
             Some(cluster)
         }
     };
+    let registry = match &cluster {
+        Some(cluster) => Registry::with_broker(signaling_config, stats.clone(), cluster.clone()),
+        None => Registry::new(signaling_config, stats.clone()),
+    };
+    let signaling = SignalingServer::new(registry.clone(), keys.clone());
     let cluster_tasks = cluster
         .as_ref()
         .map(|c| c.start(registry.clone()))

@@ -16,11 +16,12 @@ use tokio_tungstenite::WebSocketStream;
 use crate::conn::{Conn, KillReason};
 use crate::error::ErrorCode;
 use crate::ids;
+use crate::options::RoomOptions;
 use crate::outbox::Outbound;
 use crate::protocol::{
     self, AuthOk, BroadcastKind, ClientMessage, RelayKind, RelayOut, RoomRef, ServerMessage,
 };
-use crate::registry::{Identity, Room, RoomOptions};
+use crate::registry::{Identity, Room};
 use crate::server::{Io, Shared};
 use crate::time::now_ms;
 use switchboard_auth::Claims;
@@ -569,27 +570,11 @@ impl Session {
                 .and_then(ids::display_name)
                 .unwrap_or_else(|| who.user_id.to_string()),
         };
-        let grant = match self.shared.registry.cluster() {
-            None => None,
-            Some(cluster) => {
-                let req = crate::bus::JoinRequest {
-                    room_id: who.room_id.clone(),
-                    user_id: who.user_id.clone(),
-                    user_name: name.clone(),
-                    create: create.clone(),
-                    password_ok: who.password_ok,
-                    refuse_new_rooms: self.shared.registry.refusing_new_rooms(),
-                };
-                match cluster.clone().reserve_join(req).await {
-                    Ok(grant) => grant,
-                    Err(code) => return (Err((code, None)), Phase::Authenticated(who)),
-                }
-            }
-        };
         match self
             .shared
             .registry
-            .join(&self.conn, &who, name, create, grant)
+            .join(&self.conn, &who, name, create)
+            .await
         {
             Ok(room) => (Ok(Flow::Continue), Phase::Joined(who, room)),
             Err(code) => (Err((code, None)), Phase::Authenticated(who)),

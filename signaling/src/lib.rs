@@ -11,7 +11,7 @@
 //!   one reader loop plus one writer task per connection.
 //! - `yjs` speaks the y-webrtc topic protocol on `/yjs` over the same connections.
 
-pub mod bus;
+pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod conn;
@@ -22,9 +22,10 @@ pub mod options;
 pub mod outbox;
 pub mod protocol;
 pub mod registry;
+pub mod room;
 pub mod server;
 pub mod stats;
-mod time;
+pub mod time;
 pub mod yjs;
 
 pub use config::SignalingConfig;

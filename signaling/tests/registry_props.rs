@@ -17,8 +17,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use switchboard_signaling::conn::{Conn, KillReason};
+use switchboard_signaling::options::RoomOptions;
 use switchboard_signaling::protocol::{CloseReason, PeerStatus, Presence, RoomMeta};
-use switchboard_signaling::registry::{Identity, Room, RoomOptions};
+use switchboard_signaling::registry::{Identity, Room};
 use switchboard_signaling::{ErrorCode, Registry, SignalingConfig, Stats};
 
 const USERS: [&str; 4] = ["u0", "u1", "u2", "u3"];
@@ -169,7 +170,7 @@ impl Driver {
                     destroy_on_host_leave: o.destroy_on_host_leave,
                 });
                 let existed = reg.room_meta(&c.who.room_id, false).is_ok();
-                match reg.join(&c.conn, &c.who, c.who.user_id.to_string(), create, None) {
+                match reg.join_with(&c.conn, &c.who, c.who.user_id.to_string(), create, None) {
                     Ok(room) => {
                         assert_eq!(
                             room.id, c.who.room_id,
@@ -456,7 +457,7 @@ fn run(ops: Vec<Op>, finish_by_leaving: Vec<bool>) {
                 room_id: room.into(),
                 password_ok: false,
             };
-            let joined = d.registry.join(&conn, &who, "late".into(), None, None);
+            let joined = d.registry.join_with(&conn, &who, "late".into(), None, None);
             let room = joined.unwrap_or_else(|e| panic!("{room} still refused: {e:?}"));
             d.registry.leave(&room, conn.id);
             d.registry.close_conn(conn.id);

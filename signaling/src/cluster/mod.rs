@@ -28,12 +28,13 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::bus::{
-    BoxFuture, ClusterLink, Event, Grant, JoinRequest, Op, Store, WireMember, WireStatus,
+use crate::broker::{
+    BoxFuture, Broker, Event, Grant, JoinRequest, Op, Store, WireMember, WireStatus,
 };
 use crate::error::ErrorCode;
+use crate::options::RoomOptions;
 use crate::protocol::{CloseReason, PeerInfo, PeerStatus, RoomMeta, RoomState};
-use crate::registry::{Registry, RoomOptions};
+use crate::registry::Registry;
 use crate::time::now_ms;
 
 mod wire;
@@ -427,7 +428,6 @@ impl RedisCluster {
     /// liveness). Returns the task handles.
     pub fn start(self: &Arc<Self>, registry: Arc<Registry>) -> Vec<tokio::task::JoinHandle<()>> {
         let _ = self.registry.set(registry.clone());
-        registry.set_cluster(self.clone());
         let rx = self.ops_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut tasks = Vec::new();
         if let Some(rx) = rx {
@@ -1161,7 +1161,7 @@ fn eval(src: &str, keys: &[&str], args: &[&str]) -> redis::Cmd {
     c
 }
 
-impl ClusterLink for RedisCluster {
+impl Broker for RedisCluster {
     fn instance(&self) -> &Arc<str> {
         &self.instance
     }

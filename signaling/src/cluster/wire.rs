@@ -19,7 +19,7 @@
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::bus::Event;
+use crate::broker::Event;
 
 /// Format version, the first byte of every message.
 pub const VERSION: u8 = 1;

@@ -1,5 +1,8 @@
-//! What instances of a cluster tell each other, and what the registry asks the cluster to
-//! store. The registry only speaks these types; `cluster` carries them over Redis.
+//! The seam between this instance's rooms and the rest of the cluster: what instances tell
+//! each other, what the registry asks the cluster to store, and the [`Broker`] that carries
+//! both. The registry calls its broker the same way whether it runs alone ([`Standalone`],
+//! where there is nobody to tell) or in a cluster (`cluster::RedisCluster`); it never asks
+//! which. See `docs/architecture.md#the-broker-seam` and `docs/cluster.md`.
 //!
 //! Every instance keeps, for each room it has local members in, a mirror of the whole
 //! membership: its own members with their connections, the others' as remote members
@@ -227,7 +230,7 @@ pub struct JoinRequest {
     /// Display name.
     pub user_name: String,
     /// `create-room` options (refuse an existing room), if any.
-    pub create: Option<crate::registry::RoomOptions>,
+    pub create: Option<crate::options::RoomOptions>,
     /// Whether the token was issued after a password check.
     pub password_ok: bool,
     /// Whether new rooms are refused locally (memory pressure).
@@ -237,14 +240,16 @@ pub struct JoinRequest {
 /// A boxed future, for the one async call of [`ClusterLink`].
 pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
-/// The registry's view of the cluster: who we are, and a non-blocking queue of work.
-pub trait ClusterLink: Send + Sync + 'static {
+/// The registry's view of the rest of the cluster: who we are, and a non-blocking queue of
+/// work.
+pub trait Broker: Send + Sync + 'static {
     /// This instance's id.
     fn instance(&self) -> &Arc<str>;
     /// Queues an operation (never blocks; dropped when the queue is full or Redis is down).
     fn emit(&self, op: Op);
-    /// Checks and records a join in Redis. `Ok(None)` means Redis is unreachable: the
-    /// join is decided locally and published when Redis is back.
+    /// Checks and records a join cluster-wide. `Ok(None)` means nobody else decides: the
+    /// join is checked locally (standalone, or Redis unreachable and the state published
+    /// when it is back).
     fn reserve_join(
         self: Arc<Self>,
         req: JoinRequest,
@@ -281,4 +286,33 @@ pub struct Grant {
     pub previous_instance: Option<String>,
     /// Every member (the joiner included).
     pub members: Vec<WireMember>,
+}
+
+/// The broker of an instance that runs alone: it has no other instance to tell and nothing
+/// to store, and leaves every join to the local checks.
+pub struct Standalone {
+    instance: Arc<str>,
+}
+
+impl Default for Standalone {
+    fn default() -> Self {
+        Self {
+            instance: "standalone".into(),
+        }
+    }
+}
+
+impl Broker for Standalone {
+    fn instance(&self) -> &Arc<str> {
+        &self.instance
+    }
+
+    fn emit(&self, _op: Op) {}
+
+    fn reserve_join(
+        self: Arc<Self>,
+        _req: JoinRequest,
+    ) -> BoxFuture<Result<Option<Grant>, crate::ErrorCode>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
