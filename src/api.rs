@@ -14,7 +14,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use switchboard_auth::{hash_password, secret_eq, verify_password, Claims, IceServer};
-use switchboard_signaling::cluster::RedisCluster;
+use switchboard_signaling::broker::NewRoom;
 use switchboard_signaling::ids::{display_name, is_valid_id};
 use switchboard_signaling::options::RoomOptions;
 use switchboard_signaling::protocol::CloseReason;
@@ -496,34 +496,15 @@ async fn list_rooms(app: Arc<App>, auth: Option<String>) -> Response {
     )
 }
 
-/// Room operations of the HTTP API: through Redis in cluster mode (while it answers), on
-/// the local registry otherwise.
+/// Room operations of the HTTP API, through the directory (the cluster's record while
+/// Redis answers, the local registry otherwise).
 impl App {
-    fn live_cluster(&self) -> Option<&Arc<RedisCluster>> {
-        self.cluster.as_ref().filter(|c| c.is_healthy())
-    }
-
     async fn admission(&self, room_id: &str, user_id: &str) -> Result<Option<Arc<str>>, ErrorCode> {
-        match self.live_cluster() {
-            Some(c) => c.admission(room_id, user_id).await,
-            None => self
-                .registry
-                .admission(room_id, user_id)
-                .map(|a| a.password_hash),
-        }
+        self.rooms.admission(room_id, user_id).await
     }
 
     async fn room_meta(&self, room_id: &str, with_peers: bool) -> Result<RoomMeta, ErrorCode> {
-        match self.live_cluster() {
-            Some(c) => c.room(room_id).await.map(|r| {
-                let mut meta = r.meta;
-                if !with_peers {
-                    meta.peers = None;
-                }
-                meta
-            }),
-            None => self.registry.room_meta(room_id, with_peers),
-        }
+        self.rooms.room(room_id, with_peers).await
     }
 
     async fn create_room(
@@ -534,50 +515,23 @@ impl App {
         host_name: Option<String>,
         password_hash: Option<Arc<str>>,
     ) -> Result<RoomMeta, ErrorCode> {
-        match self.live_cluster() {
-            Some(c) => {
-                let cfg = &self.config.signaling;
-                c.create_room(
-                    room_id,
-                    &options,
-                    host_id,
-                    host_name.as_deref(),
-                    password_hash.as_deref(),
-                    cfg.max_rooms,
-                    cfg.room_idle_timeout,
-                    self.registry.refusing_new_rooms(),
-                )
-                .await?;
-                Ok(c.room(room_id).await?.meta)
-            }
-            None => self.registry.create_room(
-                room_id.into(),
-                options,
-                host_id.into(),
-                host_name,
-                password_hash,
-            ),
-        }
+        self.rooms
+            .create_room(NewRoom {
+                room_id,
+                options: &options,
+                host_id,
+                host_name: host_name.as_deref(),
+                password_hash: password_hash.as_deref(),
+            })
+            .await
     }
 
     async fn list_rooms(&self) -> Result<Vec<RoomMeta>, ErrorCode> {
-        match self.live_cluster() {
-            Some(c) => c.list_rooms().await,
-            None => Ok(self.registry.list_rooms()),
-        }
+        self.rooms.list_rooms().await
     }
 
     async fn close_room(&self, room_id: &str, reason: CloseReason) -> Result<(), ErrorCode> {
-        // A room with members here closes through the registry, which also tells the
-        // cluster; otherwise Redis closes it and tells the instances that hold it.
-        match (
-            self.registry.close_room(room_id, reason),
-            self.live_cluster(),
-        ) {
-            (Ok(()), _) => Ok(()),
-            (Err(_), Some(c)) => c.close_room(room_id, reason).await,
-            (Err(e), None) => Err(e),
-        }
+        self.rooms.close_room(room_id, reason).await
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use switchboard_auth::TokenKeys;
 use switchboard_monitoring::{Monitor, Thresholds};
 use switchboard_signaling::cluster::{ClusterConfig, RedisCluster};
+use switchboard_signaling::directory::Directory;
 use switchboard_signaling::{Registry, SignalingServer, Stats};
 
 use crate::config::Config;
@@ -42,8 +43,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// Memory sampling, pressure level and cleanup.
     pub monitor: Arc<Monitor>,
-    /// Redis cluster link, in cluster mode.
-    pub cluster: Option<Arc<RedisCluster>>,
+    /// Rooms as the HTTP API sees them (cluster-wide in cluster mode).
+    pub rooms: Directory,
 }
 
 fn random_secret() -> Vec<u8> {
@@ -119,7 +120,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         tokens_issued: AtomicU64::new(0),
         password_slots: Semaphore::new(2),
         draining: AtomicBool::new(false),
-        cluster,
+        rooms: Directory::new(registry.clone()),
         config,
     });
 

@@ -12,6 +12,7 @@ use warp::Filter;
 
 use switchboard_monitoring::metrics::{self, HistogramSnapshot, Snapshot};
 use switchboard_monitoring::{CleanupLevel, Level, Thresholds};
+use switchboard_signaling::broker::BrokerStatus;
 
 use crate::api::{finish, json_response, ApiError};
 use crate::app::App;
@@ -41,7 +42,13 @@ async fn health(app: Arc<App>) -> Response {
         ("draining", StatusCode::SERVICE_UNAVAILABLE)
     } else if level == Level::Critical {
         ("critical", StatusCode::SERVICE_UNAVAILABLE)
-    } else if app.cluster.as_ref().is_some_and(|c| !c.is_healthy()) {
+    } else if matches!(
+        app.registry.broker().status(),
+        BrokerStatus::Redis {
+            reachable: false,
+            ..
+        }
+    ) {
         ("degraded", StatusCode::SERVICE_UNAVAILABLE)
     } else if level == Level::Warning {
         ("warning", StatusCode::OK)
@@ -61,12 +68,15 @@ async fn health(app: Arc<App>) -> Response {
 }
 
 fn cluster_json(app: &App) -> serde_json::Value {
-    match &app.cluster {
-        None => json!({"mode": "standalone"}),
-        Some(c) => json!({
+    match app.registry.broker().status() {
+        BrokerStatus::Standalone => json!({"mode": "standalone"}),
+        BrokerStatus::Redis {
+            reachable,
+            instance,
+        } => json!({
             "mode": "redis",
-            "redis": if c.is_healthy() { "ok" } else { "down" },
-            "instance": c.instance_id(),
+            "redis": if reachable { "ok" } else { "down" },
+            "instance": &*instance,
         }),
     }
 }
@@ -91,9 +101,9 @@ async fn stats(page: Page, app: Arc<App>) -> Response {
     let mut memory = memory_json(&app);
     memory["lastCleanup"] = json!(app.monitor.last_report());
     let mut cluster = cluster_json(&app);
-    if let Some(c) = app.cluster.as_ref().filter(|c| c.is_healthy()) {
+    if app.registry.broker().shared_rooms().is_some() {
         // Cluster-wide; everything else in /stats is this instance's own.
-        cluster["activeRooms"] = json!(c.room_count().await);
+        cluster["activeRooms"] = json!(app.rooms.cluster_room_count().await);
     }
     json_response(
         StatusCode::OK,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::protocol::{CloseReason, LeaveReason, Presence};
+use crate::protocol::{CloseReason, LeaveReason, Presence, RoomMeta};
 
 /// A member as stored in Redis and sent between instances.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,8 +237,8 @@ pub struct JoinRequest {
     pub refuse_new_rooms: bool,
 }
 
-/// A boxed future, for the one async call of [`ClusterLink`].
-pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+/// A boxed future, for the async calls of [`Broker`] and [`SharedRooms`].
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// The registry's view of the rest of the cluster: who we are, and a non-blocking queue of
 /// work.
@@ -253,7 +253,12 @@ pub trait Broker: Send + Sync + 'static {
     fn reserve_join(
         self: Arc<Self>,
         req: JoinRequest,
-    ) -> BoxFuture<Result<Option<Grant>, crate::ErrorCode>>;
+    ) -> BoxFuture<'static, Result<Option<Grant>, crate::ErrorCode>>;
+    /// The cluster's shared record of rooms while it can be reached; `None` when this
+    /// instance's registry is the record (it runs alone, or Redis is unreachable).
+    fn shared_rooms(&self) -> Option<&dyn SharedRooms>;
+    /// How this instance is connected to the rest of the cluster.
+    fn status(&self) -> BrokerStatus;
 }
 
 /// What Redis granted a join: the room as the cluster knows it.
@@ -312,7 +317,72 @@ impl Broker for Standalone {
     fn reserve_join(
         self: Arc<Self>,
         _req: JoinRequest,
-    ) -> BoxFuture<Result<Option<Grant>, crate::ErrorCode>> {
+    ) -> BoxFuture<'static, Result<Option<Grant>, crate::ErrorCode>> {
         Box::pin(std::future::ready(Ok(None)))
     }
+
+    fn shared_rooms(&self) -> Option<&dyn SharedRooms> {
+        None
+    }
+
+    fn status(&self) -> BrokerStatus {
+        BrokerStatus::Standalone
+    }
+}
+
+/// How an instance is connected to the rest of the cluster (`/health`, `/stats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerStatus {
+    /// It runs alone.
+    Standalone,
+    /// It shares rooms through Redis.
+    Redis {
+        /// Whether Redis answered the last liveness round.
+        reachable: bool,
+        /// This instance's id.
+        instance: Arc<str>,
+    },
+}
+
+/// A room the HTTP API creates ahead of its first join (`POST /api/rooms`).
+#[derive(Debug, Clone, Copy)]
+pub struct NewRoom<'a> {
+    /// Room id.
+    pub room_id: &'a str,
+    /// Validated options.
+    pub options: &'a crate::options::RoomOptions,
+    /// The host named ahead of its join.
+    pub host_id: &'a str,
+    /// Its display name.
+    pub host_name: Option<&'a str>,
+    /// Argon2 hash of the room password.
+    pub password_hash: Option<&'a str>,
+}
+
+/// The cluster-wide record of rooms that the HTTP API reads and changes (in Redis, in
+/// cluster mode). Errors are the wire codes the API answers with.
+pub trait SharedRooms: Send + Sync {
+    /// Token admission: full and closed rooms refuse newcomers. Returns the password hash.
+    fn admission<'a>(
+        &'a self,
+        room_id: &'a str,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<str>>, crate::ErrorCode>>;
+    /// A room's metadata, with its peers.
+    fn room<'a>(&'a self, room_id: &'a str) -> BoxFuture<'a, Result<RoomMeta, crate::ErrorCode>>;
+    /// Creates a room ahead of its first join.
+    fn create_room<'a>(
+        &'a self,
+        room: NewRoom<'a>,
+    ) -> BoxFuture<'a, Result<RoomMeta, crate::ErrorCode>>;
+    /// Every room (without peers), ordered by id.
+    fn list_rooms(&self) -> BoxFuture<'_, Result<Vec<RoomMeta>, crate::ErrorCode>>;
+    /// Closes a room no member of which is held here.
+    fn close_room<'a>(
+        &'a self,
+        room_id: &'a str,
+        reason: CloseReason,
+    ) -> BoxFuture<'a, Result<(), crate::ErrorCode>>;
+    /// How many rooms the cluster has.
+    fn room_count(&self) -> BoxFuture<'_, Option<u64>>;
 }

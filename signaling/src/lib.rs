@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 mod connection;
+pub mod directory;
 pub mod error;
 pub mod ids;
 pub mod options;

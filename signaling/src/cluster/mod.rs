@@ -29,10 +29,10 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::broker::{
-    BoxFuture, Broker, Event, Grant, JoinRequest, Op, Store, WireMember, WireStatus,
+    BoxFuture, Broker, BrokerStatus, Event, Grant, JoinRequest, NewRoom, Op, SharedRooms, Store,
+    WireMember, WireStatus,
 };
 use crate::error::ErrorCode;
-use crate::options::RoomOptions;
 use crate::protocol::{CloseReason, PeerInfo, PeerStatus, RoomMeta, RoomState};
 use crate::registry::Registry;
 use crate::time::now_ms;
@@ -874,24 +874,16 @@ impl RedisCluster {
     }
 
     /// Creates a room ahead of its first join (`POST /api/rooms`), cluster-wide.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn create_room(
-        &self,
-        room_id: &str,
-        opts: &RoomOptions,
-        host_id: &str,
-        host_name: Option<&str>,
-        password_hash: Option<&str>,
-        max_rooms: usize,
-        idle_timeout: Duration,
-        refuse: bool,
-    ) -> Result<(), ErrorCode> {
+    pub async fn create_room(&self, room: NewRoom<'_>) -> Result<(), ErrorCode> {
+        let registry = self.registry().ok_or(ErrorCode::TooManyRooms)?;
+        let cfg = registry.config();
+        let (room_id, opts) = (room.room_id, room.options);
         let mut inv = self.scripts.create.key(room_key(room_id));
         inv.key(ROOMS_KEY).key(tomb_key(room_id));
         inv.arg(room_id)
             .arg(&opts.name)
-            .arg(host_id)
-            .arg(host_name.unwrap_or(""))
+            .arg(room.host_id)
+            .arg(room.host_name.unwrap_or(""))
             .arg(now_ms())
             .arg(opts.max_peers)
             .arg(
@@ -900,10 +892,14 @@ impl RedisCluster {
                     .unwrap_or_default(),
             )
             .arg(if opts.destroy_on_host_leave { "1" } else { "0" })
-            .arg(password_hash.unwrap_or(""))
-            .arg(max_rooms)
-            .arg(idle_timeout.as_millis() as u64)
-            .arg(if refuse { "1" } else { "0" });
+            .arg(room.password_hash.unwrap_or(""))
+            .arg(cfg.max_rooms)
+            .arg(cfg.room_idle_timeout.as_millis() as u64)
+            .arg(if registry.refusing_new_rooms() {
+                "1"
+            } else {
+                "0"
+            });
         let out: String = inv
             .invoke_async(&mut self.conn.clone())
             .await
@@ -1177,7 +1173,55 @@ impl Broker for RedisCluster {
     fn reserve_join(
         self: Arc<Self>,
         req: JoinRequest,
-    ) -> BoxFuture<Result<Option<Grant>, ErrorCode>> {
+    ) -> BoxFuture<'static, Result<Option<Grant>, ErrorCode>> {
         Box::pin(async move { self.join_in_redis(req).await })
+    }
+
+    fn shared_rooms(&self) -> Option<&dyn SharedRooms> {
+        self.is_healthy().then_some(self as &dyn SharedRooms)
+    }
+
+    fn status(&self) -> BrokerStatus {
+        BrokerStatus::Redis {
+            reachable: self.is_healthy(),
+            instance: self.instance.clone(),
+        }
+    }
+}
+
+impl SharedRooms for RedisCluster {
+    fn admission<'a>(
+        &'a self,
+        room_id: &'a str,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<str>>, ErrorCode>> {
+        Box::pin(self.admission(room_id, user_id))
+    }
+
+    fn room<'a>(&'a self, room_id: &'a str) -> BoxFuture<'a, Result<RoomMeta, ErrorCode>> {
+        Box::pin(async move { self.room(room_id).await.map(|r| r.meta) })
+    }
+
+    fn create_room<'a>(&'a self, room: NewRoom<'a>) -> BoxFuture<'a, Result<RoomMeta, ErrorCode>> {
+        Box::pin(async move {
+            self.create_room(room).await?;
+            self.room(room.room_id).await.map(|r| r.meta)
+        })
+    }
+
+    fn list_rooms(&self) -> BoxFuture<'_, Result<Vec<RoomMeta>, ErrorCode>> {
+        Box::pin(self.list_rooms())
+    }
+
+    fn close_room<'a>(
+        &'a self,
+        room_id: &'a str,
+        reason: CloseReason,
+    ) -> BoxFuture<'a, Result<(), ErrorCode>> {
+        Box::pin(self.close_room(room_id, reason))
+    }
+
+    fn room_count(&self) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(self.room_count())
     }
 }

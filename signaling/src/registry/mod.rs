@@ -133,6 +133,11 @@ impl Registry {
         &self.stats
     }
 
+    /// The seam to the rest of the cluster.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
     /// What room transitions need: settings, broker, clock.
     fn env(&self) -> Env<'_> {
         Env {
