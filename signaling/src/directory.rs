@@ -1,4 +1,4 @@
-//! The HTTP API's view of rooms (`docs/protocol.md#http-api`): the cluster's shared record
+//! The HTTP API's view of rooms (`docs/protocol.md#7-rooms-over-http`): the cluster's shared record
 //! while the broker can reach it, this instance's registry otherwise. The API calls these
 //! the same way in both cases.
 

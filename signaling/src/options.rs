@@ -1,5 +1,5 @@
 //! Room options: the one rule for what a new room may ask for, shared by `POST /api/rooms`
-//! and the `create-room` message (`docs/protocol.md#create-room`).
+//! and the `create-room` message (`docs/protocol.md#joining-and-leaving`).
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The deadline queue and the sweeper (`docs/lifecycle.md#timers`).
+//! The deadline queue and the sweeper (`docs/lifecycle.md#deadlines-instead-of-scans`).
 //!
 //! Every room has at most one pending check in an ordered queue (reconnect graces,
 //! empty-room grace, idle timeout, TTL warning and expiry, whichever is first; the room's

@@ -1,5 +1,6 @@
 //! Who is in the room: admission, joining (or returning), leaving, losing the connection,
-//! host hand-over and closing (`docs/lifecycle.md#peers`, `docs/lifecycle.md#rooms`).
+//! host hand-over and closing (`docs/lifecycle.md#a-peer-one-userid-in-one-room`,
+//! `docs/lifecycle.md#a-room`).
 
 use std::sync::Arc;
 

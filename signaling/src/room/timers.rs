@@ -1,5 +1,5 @@
 //! What is due when: reconnect graces, the empty-room grace, the idle timeout, the TTL
-//! warning and expiry (`docs/lifecycle.md#timers`). The registry's deadline queue asks
+//! warning and expiry (`docs/lifecycle.md#deadlines-instead-of-scans`). The registry's deadline queue asks
 //! [`State::next_check`] when to come back and runs [`State::check`] then.
 
 use tokio::time::Instant;

@@ -1,6 +1,7 @@
-//! What members send each other through the room: relays to one member, broadcasts to all
-//! (`docs/protocol.md#relay`, `docs/protocol.md#broadcasts`). The hot path: a few scans of
-//! a short member list and non-blocking queue pushes, nothing allocated for a local target.
+//! What members send each other through the room: relays to one member
+//! (`docs/protocol.md#webrtc-relay`) and broadcasts to all the others
+//! (`docs/protocol.md`, "Broadcasts"). The hot path: a few scans of a short member list and
+//! non-blocking queue pushes, nothing allocated for a local target.
 
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
