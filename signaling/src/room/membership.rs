@@ -142,14 +142,7 @@ impl State {
         member.relocate(Location::Local(conn.clone()));
         member.user_name = user_name;
         let user = member.user_id.clone();
-        let frame = ServerMessage::PeerReconnected {
-            from: &user,
-            user_id: &user,
-            room_id: &self.id,
-        }
-        .encode()
-        .into();
-        self.send_all(&frame, Some(conn.id));
+        self.announce_reconnected(&user, Some(conn.id));
         let mut to = self.remote_instances();
         if let Some(from) = moved_from.filter(|from| !to.contains(from)) {
             to.push(from);

@@ -50,7 +50,7 @@ impl State {
                     reconnecting: false,
                 });
                 member.user_name = name;
-                self.announce_reconnected(&user);
+                self.announce_reconnected(&user, None);
             }
             Event::Closed { reason, .. } => return Some(self.close(reason, false, env)),
             Event::Relay { to, .. } => match frame {
@@ -106,7 +106,7 @@ impl State {
         match self.position_of_user(&w.user) {
             Some(i) if self.members[i].is_local() => {
                 self.members[i].relocate(remote);
-                self.announce_reconnected(&w.user);
+                self.announce_reconnected(&w.user, None);
             }
             Some(i) => self.members[i].location = remote,
             None => {
@@ -128,17 +128,6 @@ impl State {
                 self.send_all(&frame, None);
             }
         }
-    }
-
-    fn announce_reconnected(&self, user: &str) {
-        let frame: Utf8Bytes = ServerMessage::PeerReconnected {
-            from: user,
-            user_id: user,
-            room_id: &self.id,
-        }
-        .encode()
-        .into();
-        self.send_all(&frame, None);
     }
 
     /// Removes every member held by the dead `instance`, as if their connections had

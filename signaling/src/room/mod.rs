@@ -313,6 +313,19 @@ impl State {
         sent
     }
 
+    /// `peer-reconnected` of `user` to every locally connected member but `except_conn`:
+    /// a member got its place back, on this instance or another.
+    fn announce_reconnected(&self, user: &str, except_conn: Option<u64>) {
+        let frame: Utf8Bytes = crate::protocol::ServerMessage::PeerReconnected {
+            from: user,
+            user_id: user,
+            room_id: &self.id,
+        }
+        .encode()
+        .into();
+        self.send_all(&frame, except_conn);
+    }
+
     fn insert_sorted(&mut self, member: Member) -> usize {
         let at = self.members.partition_point(|m| m.order < member.order);
         self.members.insert(at, member);
