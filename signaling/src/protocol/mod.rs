@@ -1,0 +1,214 @@
+//! The wire protocol of `/ws` (docs/protocol.md): typed client requests decoded from text
+//! frames (`decode.rs`), the server events encoded back (`encode.rs`), and the names and
+//! shapes both sides share, defined here.
+//!
+//! Every item is re-exported at `protocol::`, which is the path the rest of the crate uses.
+
+mod decode;
+mod encode;
+
+pub use decode::{
+    decode, request_id, whole_number, ClientMessage, CreateOptions, DecodeError, Request,
+    MAX_CHAT_CHARS, MAX_TTL_SECONDS,
+};
+pub use encode::{
+    error_frame, AuthOk, ErrorBody, Expiring, Heartbeat, HostChanged, PeerData, Reason, RelayOut,
+    RoomJoined, RoomRef, ServerMessage, Shutdown,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Which of the three WebRTC relay messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayKind {
+    /// `sdp-offer` with `data.offer`.
+    Offer,
+    /// `sdp-answer` with `data.answer`.
+    Answer,
+    /// `ice-candidate` with `data.candidate`.
+    Candidate,
+}
+
+impl RelayKind {
+    /// The message type on the wire.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Self::Offer => "sdp-offer",
+            Self::Answer => "sdp-answer",
+            Self::Candidate => "ice-candidate",
+        }
+    }
+
+    /// Index of its counter in [`RELAY_TYPES`](crate::stats::RELAY_TYPES): fixed, so the
+    /// relay path does not look the name up per message.
+    pub fn stat_index(self) -> usize {
+        match self {
+            Self::Offer => 0,
+            Self::Answer => 1,
+            Self::Candidate => 2,
+        }
+    }
+}
+
+/// Which of the three room broadcasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BroadcastKind {
+    /// `presence`: status change, also recorded in the sender's PeerInfo.
+    Presence,
+    /// `cursor-update`: any JSON.
+    Cursor,
+    /// `message`: chat text.
+    Chat,
+}
+
+impl BroadcastKind {
+    /// The message type on the wire.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Self::Presence => "presence",
+            Self::Cursor => "cursor-update",
+            Self::Chat => "message",
+        }
+    }
+
+    /// Index of its counter in [`RELAY_TYPES`](crate::stats::RELAY_TYPES).
+    pub fn stat_index(self) -> usize {
+        match self {
+            Self::Presence => 3,
+            Self::Cursor => 4,
+            Self::Chat => 5,
+        }
+    }
+}
+
+/// A peer's presence as set by `presence` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    /// Working in the document.
+    Active,
+    /// Away.
+    Idle,
+}
+
+/// A peer as shown to clients.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerInfo {
+    /// The peer's userId.
+    pub user_id: std::sync::Arc<str>,
+    /// Display name.
+    pub user_name: String,
+    /// Whether the peer hosts the room.
+    pub is_host: bool,
+    /// When it joined (ms since epoch).
+    pub connected_at: u64,
+    /// Last sign of life (ms since epoch).
+    pub last_heartbeat: u64,
+    /// `active`, `idle` or `reconnecting`.
+    pub status: PeerStatus,
+}
+
+/// A member's state in its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerStatus {
+    /// Connected and active.
+    Active,
+    /// Connected, presence set to idle.
+    Idle,
+    /// Connection dropped; its place is kept for the reconnect grace.
+    Reconnecting,
+}
+
+/// Room lifecycle state as shown to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomState {
+    /// At least one connected member.
+    Active,
+    /// No connected member.
+    Idle,
+    /// Closed (only ever seen in the final events of a room).
+    Closed,
+}
+
+/// Room metadata as returned by the HTTP API and `room-joined`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomMeta {
+    /// Room id.
+    pub room_id: std::sync::Arc<str>,
+    /// Display name.
+    pub room_name: String,
+    /// Current host's userId.
+    pub host_id: Option<std::sync::Arc<str>>,
+    /// Current host's display name.
+    pub host_name: Option<String>,
+    /// Creation time (ms).
+    pub created_at: u64,
+    /// Last join, leave, relay or broadcast (ms).
+    pub last_activity: u64,
+    /// Lifecycle state.
+    pub state: RoomState,
+    /// Members, including reconnecting ones.
+    pub peer_count: usize,
+    /// Member limit.
+    pub max_peers: usize,
+    /// Whether tokens require a password.
+    pub has_password: bool,
+    /// Absolute expiry (ms), once the TTL clock runs.
+    pub expires_at: Option<u64>,
+    /// Milliseconds left until expiry.
+    pub time_until_expiration: Option<u64>,
+    /// Members, when the endpoint includes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<PeerInfo>>,
+}
+
+/// Why a peer left, as told to the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaveReason {
+    /// It sent `leave-room`.
+    Left,
+    /// Its connection dropped and the grace ran out.
+    Disconnected,
+    /// It went silent past `PEER_TIMEOUT_SECONDS`.
+    Timeout,
+}
+
+/// Why a room closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloseReason {
+    /// The host sent `close-room`.
+    HostClosed,
+    /// The host left a `destroyOnHostLeave` room.
+    HostLeft,
+    /// `DELETE /api/rooms/{id}`.
+    Deleted,
+    /// Its TTL ran out.
+    Expired,
+    /// No activity for `ROOM_IDLE_TIMEOUT_SECONDS`.
+    Idle,
+    /// Closed by aggressive memory cleanup.
+    MemoryPressure,
+    /// Closed by an operator.
+    Admin,
+}
+
+impl CloseReason {
+    /// The reason string on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HostClosed => "host-closed",
+            Self::HostLeft => "host-left",
+            Self::Deleted => "deleted",
+            Self::Expired => "expired",
+            Self::Idle => "idle",
+            Self::MemoryPressure => "memory-pressure",
+            Self::Admin => "admin",
+        }
+    }
+}
