@@ -155,6 +155,17 @@ struct RelayData<'a> {
     candidate: Option<&'a RawValue>,
 }
 
+impl<'a> RelayData<'a> {
+    /// The payload under `kind`'s field (`offer`, `answer` or `candidate`), if present.
+    fn payload(&self, kind: RelayKind) -> Option<&'a RawValue> {
+        match kind {
+            RelayKind::Offer => self.offer,
+            RelayKind::Answer => self.answer,
+            RelayKind::Candidate => self.candidate,
+        }
+    }
+}
+
 /// A field that is present, whatever its value — `null` included (a browser's
 /// end-of-candidates is `candidate: null`); only an absent field is `None`.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -202,18 +213,19 @@ fn decode_relay(text: &str) -> Option<Request<'_>> {
         return None;
     }
     let env: RelayEnvelope<'_> = serde_json::from_str(text).ok()?;
-    let (kind, payload) = match &*env.kind {
-        "sdp-offer" => (RelayKind::Offer, env.data.offer),
-        "sdp-answer" => (RelayKind::Answer, env.data.answer),
-        "ice-candidate" => (RelayKind::Candidate, env.data.candidate),
+    let kind = match &*env.kind {
+        "sdp-offer" => RelayKind::Offer,
+        "sdp-answer" => RelayKind::Answer,
+        "ice-candidate" => RelayKind::Candidate,
         _ => return None,
     };
+    let payload = env.data.payload(kind)?;
     Some(Request {
         request_id: env.request_id,
         message: ClientMessage::Relay {
             kind,
             target: env.data.peer,
-            payload: payload?,
+            payload,
         },
     })
 }
@@ -240,151 +252,143 @@ pub fn decode(text: &str) -> Result<Request<'_>, DecodeError> {
     if let Some(req) = decode_relay(text) {
         return Ok(req);
     }
-    let env: Envelope<'_> = serde_json::from_str(text).map_err(|_| DecodeError {
+    let mut env: Envelope<'_> = serde_json::from_str(text).map_err(|_| DecodeError {
         code: ErrorCode::InvalidMessage,
         message: "expected a JSON object with a string \"type\"".into(),
         request_id: None,
     })?;
-    let fail = |code: ErrorCode, message: &'static str| DecodeError {
-        code,
-        message: message.into(),
-        request_id: env.request_id.as_deref().map(str::to_owned),
-    };
-    let data = env.data.map(RawValue::get);
-    let parse = |what: &'static str| -> Result<&str, DecodeError> {
-        data.ok_or_else(|| fail(ErrorCode::InvalidMessage, what))
-    };
-    let message = match &*env.kind {
-        "auth" => {
-            let d: AuthData<'_> =
-                serde_json::from_str(parse("auth needs data.token")?).map_err(|_| {
-                    fail(
-                        ErrorCode::InvalidMessage,
-                        "auth needs data.token as a string",
-                    )
-                })?;
-            ClientMessage::Auth {
-                token: d.token,
-                user_id: env.user_id,
-                room_id: env.room_id,
-            }
-        }
-        "join-room" => {
-            let user_name = match data {
-                None => None,
-                Some(raw) => {
-                    serde_json::from_str::<JoinData>(raw)
-                        .map_err(|_| {
-                            fail(ErrorCode::InvalidMessage, "data.userName must be a string")
-                        })?
-                        .user_name
-                }
-            };
-            ClientMessage::JoinRoom { user_name }
-        }
-        "create-room" => {
-            let opts = match data {
-                None => CreateOptions::default(),
-                Some(raw) => serde_json::from_str(raw).map_err(|_| {
-                    fail(
-                        ErrorCode::InvalidMessage,
-                        "create-room data has ill-typed fields",
-                    )
-                })?,
-            };
-            ClientMessage::CreateRoom(opts)
-        }
-        "leave-room" => ClientMessage::LeaveRoom,
-        "close-room" => ClientMessage::CloseRoom,
-        kind @ ("sdp-offer" | "sdp-answer" | "ice-candidate") => {
-            let d: RelayData<'_> =
-                serde_json::from_str(parse("relay needs data.peer")?).map_err(|_| {
-                    fail(
-                        ErrorCode::InvalidMessage,
-                        "relay needs data.peer as a string",
-                    )
-                })?;
-            let (kind, payload, missing) = match kind {
-                "sdp-offer" => (RelayKind::Offer, d.offer, "sdp-offer needs data.offer"),
-                "sdp-answer" => (RelayKind::Answer, d.answer, "sdp-answer needs data.answer"),
-                _ => (
-                    RelayKind::Candidate,
-                    d.candidate,
-                    "ice-candidate needs data.candidate",
-                ),
-            };
-            let payload = payload.ok_or_else(|| fail(ErrorCode::InvalidMessage, missing))?;
-            ClientMessage::Relay {
-                kind,
-                target: d.peer,
-                payload,
-            }
-        }
-        "presence" => {
-            let raw = env
-                .data
-                .ok_or_else(|| fail(ErrorCode::InvalidMessage, "presence needs data.status"))?;
-            let d: PresenceData = serde_json::from_str(raw.get()).map_err(|_| {
-                fail(
-                    ErrorCode::InvalidMessage,
-                    "presence needs data.status as a string",
-                )
-            })?;
-            let status = match &*d.status {
-                "active" => Presence::Active,
-                "idle" => Presence::Idle,
-                _ => {
-                    return Err(fail(
-                        ErrorCode::InvalidInput,
-                        "data.status must be \"active\" or \"idle\"",
-                    ))
-                }
-            };
-            ClientMessage::Broadcast {
-                kind: BroadcastKind::Presence,
-                presence: Some(status),
-                data: raw,
-            }
-        }
-        "cursor-update" => {
-            let raw = env
-                .data
-                .ok_or_else(|| fail(ErrorCode::InvalidMessage, "cursor-update needs data"))?;
-            ClientMessage::Broadcast {
-                kind: BroadcastKind::Cursor,
-                presence: None,
-                data: raw,
-            }
-        }
-        "message" => {
-            let raw = env
-                .data
-                .ok_or_else(|| fail(ErrorCode::InvalidMessage, "message needs data.text"))?;
-            let d: ChatData<'_> = serde_json::from_str(raw.get()).map_err(|_| {
-                fail(
-                    ErrorCode::InvalidMessage,
-                    "message needs data.text as a string",
-                )
-            })?;
-            if d.text.is_empty() || d.text.chars().count() > MAX_CHAT_CHARS {
-                return Err(fail(
-                    ErrorCode::InvalidInput,
-                    "data.text must be 1 to 10000 characters",
-                ));
-            }
-            ClientMessage::Broadcast {
-                kind: BroadcastKind::Chat,
-                presence: None,
-                data: raw,
-            }
-        }
-        "pong" | "heartbeat" => ClientMessage::Pong,
-        _ => return Err(fail(ErrorCode::UnknownType, "unknown message type")),
-    };
+    let message = env.message()?;
     Ok(Request {
         request_id: env.request_id,
         message,
     })
+}
+
+/// The general path: `data` is read according to `type`, and every way it can be wrong has
+/// its own error.
+impl<'a> Envelope<'a> {
+    /// What the request's `type` asks for; `auth` takes the envelope's `userId` and `roomId`.
+    fn message(&mut self) -> Result<ClientMessage<'a>, DecodeError> {
+        Ok(match &*self.kind {
+            "auth" => {
+                let raw = self.require_data("auth needs data.token")?;
+                let d: AuthData<'a> = self.read(raw, "auth needs data.token as a string")?;
+                ClientMessage::Auth {
+                    token: d.token,
+                    user_id: self.user_id.take(),
+                    room_id: self.room_id.take(),
+                }
+            }
+            "join-room" => ClientMessage::JoinRoom {
+                user_name: self
+                    .read_optional::<JoinData>("data.userName must be a string")?
+                    .and_then(|d| d.user_name),
+            },
+            "create-room" => ClientMessage::CreateRoom(
+                self.read_optional("create-room data has ill-typed fields")?
+                    .unwrap_or_default(),
+            ),
+            "leave-room" => ClientMessage::LeaveRoom,
+            "close-room" => ClientMessage::CloseRoom,
+            "sdp-offer" => self.relay(RelayKind::Offer)?,
+            "sdp-answer" => self.relay(RelayKind::Answer)?,
+            "ice-candidate" => self.relay(RelayKind::Candidate)?,
+            "presence" => self.presence()?,
+            "cursor-update" => ClientMessage::Broadcast {
+                kind: BroadcastKind::Cursor,
+                presence: None,
+                data: self.require_data("cursor-update needs data")?,
+            },
+            "message" => self.chat()?,
+            "pong" | "heartbeat" => ClientMessage::Pong,
+            _ => return Err(self.fail(ErrorCode::UnknownType, "unknown message type")),
+        })
+    }
+
+    /// A refusal of this request, carrying its `requestId`.
+    fn fail(&self, code: ErrorCode, message: impl Into<Cow<'static, str>>) -> DecodeError {
+        DecodeError {
+            code,
+            message: message.into(),
+            request_id: self.request_id.as_deref().map(str::to_owned),
+        }
+    }
+
+    /// `data`, or `INVALID_MESSAGE` with `missing` when the frame has none.
+    fn require_data(&self, missing: &'static str) -> Result<&'a RawValue, DecodeError> {
+        self.data
+            .ok_or_else(|| self.fail(ErrorCode::InvalidMessage, missing))
+    }
+
+    /// `raw` read as `T`, or `INVALID_MESSAGE` with `ill_typed`.
+    fn read<T: Deserialize<'a>>(
+        &self,
+        raw: &'a RawValue,
+        ill_typed: &'static str,
+    ) -> Result<T, DecodeError> {
+        serde_json::from_str(raw.get()).map_err(|_| self.fail(ErrorCode::InvalidMessage, ill_typed))
+    }
+
+    /// `data` read as `T` when the frame has any.
+    fn read_optional<T: Deserialize<'a>>(
+        &self,
+        ill_typed: &'static str,
+    ) -> Result<Option<T>, DecodeError> {
+        self.data.map(|raw| self.read(raw, ill_typed)).transpose()
+    }
+
+    /// A relay that missed the fast path ([`decode_relay`]): the precise error.
+    fn relay(&self, kind: RelayKind) -> Result<ClientMessage<'a>, DecodeError> {
+        let raw = self.require_data("relay needs data.peer")?;
+        let d: RelayData<'a> = self.read(raw, "relay needs data.peer as a string")?;
+        let payload = d.payload(kind).ok_or_else(|| {
+            let missing = format!("{} needs data.{}", kind.type_name(), kind.field());
+            self.fail(ErrorCode::InvalidMessage, missing)
+        })?;
+        Ok(ClientMessage::Relay {
+            kind,
+            target: d.peer,
+            payload,
+        })
+    }
+
+    /// `presence`: `data.status` must be a known [`Presence`].
+    fn presence(&self) -> Result<ClientMessage<'a>, DecodeError> {
+        let raw = self.require_data("presence needs data.status")?;
+        let d: PresenceData<'a> = self.read(raw, "presence needs data.status as a string")?;
+        let status = match &*d.status {
+            "active" => Presence::Active,
+            "idle" => Presence::Idle,
+            _ => {
+                return Err(self.fail(
+                    ErrorCode::InvalidInput,
+                    "data.status must be \"active\" or \"idle\"",
+                ))
+            }
+        };
+        Ok(ClientMessage::Broadcast {
+            kind: BroadcastKind::Presence,
+            presence: Some(status),
+            data: raw,
+        })
+    }
+
+    /// `message`: chat text of 1 to [`MAX_CHAT_CHARS`] characters.
+    fn chat(&self) -> Result<ClientMessage<'a>, DecodeError> {
+        let raw = self.require_data("message needs data.text")?;
+        let d: ChatData<'a> = self.read(raw, "message needs data.text as a string")?;
+        if d.text.is_empty() || d.text.chars().count() > MAX_CHAT_CHARS {
+            return Err(self.fail(
+                ErrorCode::InvalidInput,
+                "data.text must be 1 to 10000 characters",
+            ));
+        }
+        Ok(ClientMessage::Broadcast {
+            kind: BroadcastKind::Chat,
+            presence: None,
+            data: raw,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -422,6 +426,22 @@ mod tests {
         // The hint alone does not make a relay.
         let e = decode(r#"{"type":"message","x":"\"sdp-offer\"","data":{"text":""}}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidInput);
+    }
+
+    #[test]
+    fn relay_without_its_payload_names_the_missing_field() {
+        for (kind, message) in [
+            (RelayKind::Offer, "sdp-offer needs data.offer"),
+            (RelayKind::Answer, "sdp-answer needs data.answer"),
+            (RelayKind::Candidate, "ice-candidate needs data.candidate"),
+        ] {
+            let frame = format!(
+                r#"{{"type":"{}","data":{{"peer":"u2"}}}}"#,
+                kind.type_name()
+            );
+            let e = decode(&frame).unwrap_err();
+            assert_eq!((e.code, &*e.message), (ErrorCode::InvalidMessage, message));
+        }
     }
 
     #[test]

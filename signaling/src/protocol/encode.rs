@@ -92,14 +92,9 @@ pub struct RelayOut<'a> {
 impl Serialize for RelayOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let field = match self.kind {
-            RelayKind::Offer => "offer",
-            RelayKind::Answer => "answer",
-            RelayKind::Candidate => "candidate",
-        };
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("peer", self.peer)?;
-        m.serialize_entry(field, self.payload)?;
+        m.serialize_entry(self.kind.field(), self.payload)?;
         m.end()
     }
 }

@@ -39,6 +39,15 @@ impl RelayKind {
         }
     }
 
+    /// The `data` field its payload travels under.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Offer => "offer",
+            Self::Answer => "answer",
+            Self::Candidate => "candidate",
+        }
+    }
+
     /// Index of its counter in [`RELAY_TYPES`](crate::stats::RELAY_TYPES): fixed, so the
     /// relay path does not look the name up per message.
     pub fn stat_index(self) -> usize {
