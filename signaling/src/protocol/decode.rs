@@ -195,6 +195,9 @@ struct RelayEnvelope<'a> {
     data: RelayData<'a>,
 }
 
+/// The relay `type`s in quotes, looked for in a frame's first bytes by [`decode_relay`].
+const RELAY_TYPE_HINTS: [&[u8]; 3] = [b"\"sdp-offer\"", b"\"sdp-answer\"", b"\"ice-candidate\""];
+
 /// The fast path for offers, answers and candidates, which are most of the traffic. The
 /// general path reads `data` as raw JSON and then parses it again, scanning a large SDP
 /// twice; clients put `type` first, so when the first bytes name a relay type the frame is
@@ -202,13 +205,9 @@ struct RelayEnvelope<'a> {
 /// general path, which gives the precise error.
 fn decode_relay(text: &str) -> Option<Request<'_>> {
     let head = &text.as_bytes()[..text.len().min(40)];
-    let names_relay = [
-        &b"\"sdp-offer\""[..],
-        b"\"sdp-answer\"",
-        b"\"ice-candidate\"",
-    ]
-    .iter()
-    .any(|pat| head.windows(pat.len()).any(|w| w == *pat));
+    let names_relay = RELAY_TYPE_HINTS
+        .iter()
+        .any(|pat| head.windows(pat.len()).any(|w| w == *pat));
     if !names_relay {
         return None;
     }
@@ -393,6 +392,8 @@ impl<'a> Envelope<'a> {
 
 #[cfg(test)]
 mod tests {
+    use strum::VariantArray;
+
     use super::*;
 
     fn code(text: &str) -> ErrorCode {
@@ -426,6 +427,51 @@ mod tests {
         // The hint alone does not make a relay.
         let e = decode(r#"{"type":"message","x":"\"sdp-offer\"","data":{"text":""}}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidInput);
+    }
+
+    #[test]
+    fn fast_path_hints_are_the_relay_type_names() {
+        let names: Vec<String> = RelayKind::VARIANTS
+            .iter()
+            .map(|k| format!("\"{}\"", k.type_name()))
+            .collect();
+        let hints: Vec<&[u8]> = RELAY_TYPE_HINTS.to_vec();
+        assert_eq!(
+            hints,
+            names.iter().map(|n| n.as_bytes()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn every_kind_decodes_from_its_type_name() {
+        for kind in RelayKind::VARIANTS {
+            let (t, field) = (kind.type_name(), kind.field());
+            let fast = format!(r#"{{"type":"{t}","data":{{"peer":"u2","{field}":1}}}}"#);
+            // `type` past the first 40 bytes: only the general path reads it.
+            let general = format!(
+                r#"{{"data":{{"peer":"u2","{field}":1}},"pad":"..........","type":"{t}"}}"#
+            );
+            assert!(decode_relay(&fast).is_some(), "{fast}");
+            assert!(decode_relay(&general).is_none(), "{general}");
+            for frame in [fast, general] {
+                let message = decode(&frame).unwrap().message;
+                assert!(
+                    matches!(message, ClientMessage::Relay { kind: k, .. } if k == *kind),
+                    "{frame}"
+                );
+            }
+        }
+        for kind in BroadcastKind::VARIANTS {
+            let frame = format!(
+                r#"{{"type":"{}","data":{{"status":"idle","text":"hi"}}}}"#,
+                kind.type_name()
+            );
+            let message = decode(&frame).unwrap().message;
+            assert!(
+                matches!(message, ClientMessage::Broadcast { kind: k, .. } if k == *kind),
+                "{frame}"
+            );
+        }
     }
 
     #[test]

@@ -18,8 +18,46 @@ pub use encode::{
 
 use serde::{Deserialize, Serialize};
 
+/// The message types counted per type (`switchboard_messages_relayed_total`,
+/// docs/operations.md#metrics): the three relays, the three broadcasts and `/yjs` publishes.
+///
+/// The label is the variant's name in kebab-case, which for every `/ws` message is also its
+/// `type` on the wire; the position is its counter's index, so counting is an array index.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumCount, strum::VariantArray,
+)]
+#[strum(serialize_all = "kebab-case")]
+pub enum RelayType {
+    /// [`RelayKind::Offer`].
+    SdpOffer,
+    /// [`RelayKind::Answer`].
+    SdpAnswer,
+    /// [`RelayKind::Candidate`].
+    IceCandidate,
+    /// [`BroadcastKind::Presence`].
+    Presence,
+    /// [`BroadcastKind::Cursor`].
+    CursorUpdate,
+    /// [`BroadcastKind::Chat`].
+    Message,
+    /// A `/yjs` publish (one count per subscriber that received it).
+    YjsPublish,
+}
+
+impl RelayType {
+    /// The metric label, and for `/ws` messages the `type` on the wire.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// Index of its counter in [`Stats`](crate::Stats).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Which of the three WebRTC relay messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray)]
 pub enum RelayKind {
     /// `sdp-offer` with `data.offer`.
     Offer,
@@ -30,13 +68,18 @@ pub enum RelayKind {
 }
 
 impl RelayKind {
+    /// Its message type, which names it on the wire and in metrics.
+    pub const fn relay_type(self) -> RelayType {
+        match self {
+            Self::Offer => RelayType::SdpOffer,
+            Self::Answer => RelayType::SdpAnswer,
+            Self::Candidate => RelayType::IceCandidate,
+        }
+    }
+
     /// The message type on the wire.
     pub fn type_name(self) -> &'static str {
-        match self {
-            Self::Offer => "sdp-offer",
-            Self::Answer => "sdp-answer",
-            Self::Candidate => "ice-candidate",
-        }
+        self.relay_type().as_str()
     }
 
     /// The `data` field its payload travels under.
@@ -48,19 +91,15 @@ impl RelayKind {
         }
     }
 
-    /// Index of its counter in [`RELAY_TYPES`](crate::stats::RELAY_TYPES): fixed, so the
-    /// relay path does not look the name up per message.
+    /// Index of its counter in [`Stats`](crate::Stats): a constant, so the relay path does
+    /// not look the name up per message.
     pub fn stat_index(self) -> usize {
-        match self {
-            Self::Offer => 0,
-            Self::Answer => 1,
-            Self::Candidate => 2,
-        }
+        self.relay_type().index()
     }
 }
 
 /// Which of the three room broadcasts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray)]
 pub enum BroadcastKind {
     /// `presence`: status change, also recorded in the sender's PeerInfo.
     Presence,
@@ -71,22 +110,23 @@ pub enum BroadcastKind {
 }
 
 impl BroadcastKind {
-    /// The message type on the wire.
-    pub fn type_name(self) -> &'static str {
+    /// Its message type, which names it on the wire and in metrics.
+    pub const fn relay_type(self) -> RelayType {
         match self {
-            Self::Presence => "presence",
-            Self::Cursor => "cursor-update",
-            Self::Chat => "message",
+            Self::Presence => RelayType::Presence,
+            Self::Cursor => RelayType::CursorUpdate,
+            Self::Chat => RelayType::Message,
         }
     }
 
-    /// Index of its counter in [`RELAY_TYPES`](crate::stats::RELAY_TYPES).
+    /// The message type on the wire.
+    pub fn type_name(self) -> &'static str {
+        self.relay_type().as_str()
+    }
+
+    /// Index of its counter in [`Stats`](crate::Stats).
     pub fn stat_index(self) -> usize {
-        match self {
-            Self::Presence => 3,
-            Self::Cursor => 4,
-            Self::Chat => 5,
-        }
+        self.relay_type().index()
     }
 }
 
@@ -218,6 +258,32 @@ impl CloseReason {
             Self::Idle => "idle",
             Self::MemoryPressure => "memory-pressure",
             Self::Admin => "admin",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strum::VariantArray;
+
+    use super::*;
+
+    #[test]
+    fn every_relay_type_belongs_to_one_kind_or_to_yjs() {
+        let mut types: Vec<RelayType> = RelayKind::VARIANTS
+            .iter()
+            .map(|k| k.relay_type())
+            .chain(BroadcastKind::VARIANTS.iter().map(|k| k.relay_type()))
+            .chain([RelayType::YjsPublish])
+            .collect();
+        types.sort_by_key(|t| t.index());
+        assert_eq!(types, RelayType::VARIANTS);
+    }
+
+    #[test]
+    fn relay_type_index_is_its_position() {
+        for (i, t) in RelayType::VARIANTS.iter().enumerate() {
+            assert_eq!(t.index(), i, "{t:?}");
         }
     }
 }
