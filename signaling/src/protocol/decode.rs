@@ -355,16 +355,12 @@ impl<'a> Envelope<'a> {
     fn presence(&self) -> Result<ClientMessage<'a>, DecodeError> {
         let raw = self.require_data("presence needs data.status")?;
         let d: PresenceData<'a> = self.read(raw, "presence needs data.status as a string")?;
-        let status = match &*d.status {
-            "active" => Presence::Active,
-            "idle" => Presence::Idle,
-            _ => {
-                return Err(self.fail(
-                    ErrorCode::InvalidInput,
-                    "data.status must be \"active\" or \"idle\"",
-                ))
-            }
-        };
+        let status: Presence = d.status.parse().map_err(|_| {
+            self.fail(
+                ErrorCode::InvalidInput,
+                "data.status must be \"active\" or \"idle\"",
+            )
+        })?;
         Ok(ClientMessage::Broadcast {
             kind: BroadcastKind::Presence,
             presence: Some(status),

@@ -130,9 +130,37 @@ impl BroadcastKind {
     }
 }
 
+/// Gives each listed enum `as_str()`, its name on the wire. strum derives it with the same
+/// case rule serde is given (`serialize_all` = `rename_all`), and a test checks that the two
+/// agree for every variant.
+macro_rules! wire_names {
+    ($($name:ident),+) => {$(
+        impl $name {
+            /// The name on the wire, as serde writes it.
+            pub fn as_str(self) -> &'static str {
+                self.into()
+            }
+        }
+    )+};
+}
+
+wire_names!(Presence, PeerStatus, RoomState, LeaveReason, CloseReason);
+
 /// A peer's presence as set by `presence` messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Presence {
     /// Working in the document.
     Active,
@@ -159,8 +187,11 @@ pub struct PeerInfo {
 }
 
 /// A member's state in its room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum PeerStatus {
     /// Connected and active.
     Active,
@@ -171,8 +202,11 @@ pub enum PeerStatus {
 }
 
 /// Room lifecycle state as shown to clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum RoomState {
     /// At least one connected member.
     Active,
@@ -216,8 +250,19 @@ pub struct RoomMeta {
 }
 
 /// Why a peer left, as told to the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum LeaveReason {
     /// It sent `leave-room`.
     Left,
@@ -228,8 +273,19 @@ pub enum LeaveReason {
 }
 
 /// Why a room closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum CloseReason {
     /// The host sent `close-room`.
     HostClosed,
@@ -245,21 +301,6 @@ pub enum CloseReason {
     MemoryPressure,
     /// Closed by an operator.
     Admin,
-}
-
-impl CloseReason {
-    /// The reason string on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::HostClosed => "host-closed",
-            Self::HostLeft => "host-left",
-            Self::Deleted => "deleted",
-            Self::Expired => "expired",
-            Self::Idle => "idle",
-            Self::MemoryPressure => "memory-pressure",
-            Self::Admin => "admin",
-        }
-    }
 }
 
 #[cfg(test)]
@@ -278,6 +319,61 @@ mod tests {
             .collect();
         types.sort_by_key(|t| t.index());
         assert_eq!(types, RelayType::VARIANTS);
+    }
+
+    /// The client-facing reference: `docs/protocol.md`.
+    const PROTOCOL_DOC: &str = include_str!("../../../docs/protocol.md");
+
+    /// serde writes every variant of `T` as its `as_str` name, which docs/protocol.md
+    /// mentions (in backticks or quotes).
+    fn serde_writes_the_documented_name<T>(documented: bool)
+    where
+        T: VariantArray + Serialize + Copy + std::fmt::Debug + Into<&'static str>,
+    {
+        for v in T::VARIANTS {
+            let name: &'static str = (*v).into();
+            assert_eq!(serde_json::to_value(v).unwrap(), name, "{v:?}");
+            let mentioned = [format!("`{name}`"), format!("\"{name}\"")]
+                .iter()
+                .any(|quoted| PROTOCOL_DOC.contains(quoted.as_str()));
+            assert!(
+                !documented || mentioned,
+                "{name} is not in docs/protocol.md"
+            );
+        }
+    }
+
+    /// serde reads every variant of `T` back from its `as_str` name.
+    fn serde_reads_the_name<T>()
+    where
+        T: VariantArray + serde::de::DeserializeOwned + Copy + PartialEq + std::fmt::Debug,
+        T: Into<&'static str>,
+    {
+        for v in T::VARIANTS {
+            let name: &'static str = (*v).into();
+            assert_eq!(serde_json::from_value::<T>(name.into()).unwrap(), *v);
+        }
+    }
+
+    #[test]
+    fn serde_and_as_str_agree_on_every_wire_name() {
+        serde_writes_the_documented_name::<Presence>(true);
+        serde_writes_the_documented_name::<PeerStatus>(true);
+        serde_writes_the_documented_name::<LeaveReason>(true);
+        serde_writes_the_documented_name::<CloseReason>(true);
+        // `state` values are not listed in docs/protocol.md.
+        serde_writes_the_documented_name::<RoomState>(false);
+        serde_reads_the_name::<Presence>();
+        serde_reads_the_name::<LeaveReason>();
+        serde_reads_the_name::<CloseReason>();
+    }
+
+    #[test]
+    fn wire_names_are_the_variants_in_the_serde_case() {
+        assert_eq!(CloseReason::MemoryPressure.as_str(), "memory-pressure");
+        assert_eq!(PeerStatus::Reconnecting.as_str(), "reconnecting");
+        assert_eq!("idle".parse(), Ok(Presence::Idle));
+        assert!("Idle".parse::<Presence>().is_err());
     }
 
     #[test]
