@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use strum::{EnumCount, VariantArray};
 
 use crate::memory::{Sample, Sampler, MIB};
 use crate::pressure::{Level, State, Thresholds};
 
-/// Rooms closed for memory pressure after this much inactivity (SPEC 6).
+/// Rooms closed for memory pressure after this much inactivity
+/// (docs/lifecycle.md#memory-pressure).
 pub const AGGRESSIVE_IDLE: Duration = Duration::from_secs(5 * 60);
 
 /// What a cleanup step removed.
@@ -34,9 +36,22 @@ pub trait Janitor: Send + Sync + 'static {
     fn refuse_new_rooms(&self, refuse: bool);
 }
 
-/// How thorough a cleanup is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How thorough a cleanup is. Its name (the `level` of reports, metrics and
+/// `POST /api/admin/cleanup?level=`) is the variant's in lower case, for serde and strum alike.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumCount,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum CleanupLevel {
     /// Sweep plus silent peers.
     Normal,
@@ -46,14 +61,11 @@ pub enum CleanupLevel {
 
 impl CleanupLevel {
     /// Every level, for labelled metrics.
-    pub const ALL: [CleanupLevel; 2] = [CleanupLevel::Normal, CleanupLevel::Aggressive];
+    pub const ALL: &'static [CleanupLevel] = Self::VARIANTS;
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Normal => "normal",
-            Self::Aggressive => "aggressive",
-        }
+        self.into()
     }
 }
 
@@ -87,7 +99,7 @@ pub struct Monitor {
     interval: Duration,
     silent_after: Duration,
     status: Mutex<Status>,
-    cleanups: [AtomicU64; 2],
+    cleanups: [AtomicU64; CleanupLevel::COUNT],
 }
 
 fn now_ms() -> u64 {
@@ -118,7 +130,7 @@ impl Monitor {
                 last_sample,
                 last_report: None,
             }),
-            cleanups: [AtomicU64::new(0), AtomicU64::new(0)],
+            cleanups: Default::default(),
         }
     }
 
@@ -284,6 +296,26 @@ mod tests {
         assert_eq!(m.check(), Level::Normal);
         assert!(!rooms.refusing.load(Relaxed));
         assert_eq!(m.cleanups(CleanupLevel::Aggressive), 1);
+    }
+
+    #[test]
+    fn cleanup_levels_are_named_alike_everywhere() {
+        let quoted: Vec<_> = CleanupLevel::ALL
+            .iter()
+            .map(|l| format!("`{}`", l.as_str()))
+            .collect();
+        let row = format!(
+            "| `switchboard_cleanups_total` | counter | `level`: {} |",
+            quoted.join(", ")
+        );
+        assert!(
+            include_str!("../../docs/operations.md").contains(&row),
+            "docs/operations.md#metrics has no {row}"
+        );
+        for level in CleanupLevel::ALL {
+            assert_eq!(serde_json::to_value(level).unwrap(), level.as_str());
+            assert_eq!(level.as_str().parse(), Ok(*level));
+        }
     }
 
     #[test]

@@ -4,9 +4,23 @@
 
 use serde::Serialize;
 
-/// How much memory pressure the process is under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// How much memory pressure the process is under. Its name (`/health`'s `pressure`) is the
+/// variant's in lower case, for serde and strum alike; its number (the
+/// `switchboard_memory_pressure_level` gauge) is its position.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Level {
     /// Below the warning threshold.
     Normal,
@@ -14,6 +28,13 @@ pub enum Level {
     Warning,
     /// Above `MEMORY_CRITICAL_MB`: aggressive cleanup, new rooms refused.
     Critical,
+}
+
+impl Level {
+    /// Its name: `normal`, `warning` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// The two thresholds, in MiB of resident memory.
@@ -110,6 +131,26 @@ mod tests {
                 (Normal, false),
             ]
         );
+    }
+
+    #[test]
+    fn levels_are_named_and_numbered_as_documented() {
+        use strum::VariantArray;
+        let meaning: Vec<_> = Level::VARIANTS
+            .iter()
+            .map(|l| format!("{} {}", *l as u64, l.as_str()))
+            .collect();
+        let row = format!(
+            "| `switchboard_memory_pressure_level` | gauge | | {} |",
+            meaning.join(", ")
+        );
+        assert!(
+            include_str!("../../docs/operations.md").contains(&row),
+            "docs/operations.md#metrics has no {row}"
+        );
+        for level in Level::VARIANTS {
+            assert_eq!(serde_json::to_value(level).unwrap(), level.as_str());
+        }
     }
 
     #[test]
