@@ -17,15 +17,14 @@ pub use encode::{
 };
 
 use serde::{Deserialize, Serialize};
+use strum::{EnumCount, IntoStaticStr, VariantArray};
 
 /// The message types counted per type (`switchboard_messages_relayed_total`,
 /// docs/operations.md#metrics): the three relays, the three broadcasts and `/yjs` publishes.
 ///
 /// The label is the variant's name in kebab-case, which for every `/ws` message is also its
 /// `type` on the wire; the position is its counter's index, so counting is an array index.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumCount, strum::VariantArray,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr, EnumCount, VariantArray)]
 #[strum(serialize_all = "kebab-case")]
 pub enum RelayType {
     /// [`RelayKind::Offer`].
@@ -57,7 +56,7 @@ impl RelayType {
 }
 
 /// Which of the three WebRTC relay messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, VariantArray)]
 pub enum RelayKind {
     /// `sdp-offer` with `data.offer`.
     Offer,
@@ -99,7 +98,7 @@ impl RelayKind {
 }
 
 /// Which of the three room broadcasts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, VariantArray)]
 pub enum BroadcastKind {
     /// `presence`: status change, also recorded in the sender's PeerInfo.
     Presence,
@@ -130,42 +129,47 @@ impl BroadcastKind {
     }
 }
 
-/// Gives each listed enum `as_str()`, its name on the wire. strum derives it with the same
-/// case rule serde is given (`serialize_all` = `rename_all`), and a test checks that the two
-/// agree for every variant.
-macro_rules! wire_names {
-    ($($name:ident),+) => {$(
+/// Declares an enum that travels by its variants' names. The case rule is written once, in
+/// `#[wire_names = "..."]`, and given to both serde (`rename_all`) and strum
+/// (`serialize_all`), so what serde writes and what `as_str()` returns cannot drift apart.
+macro_rules! wire_enum {
+    (
+        $(#[doc = $doc:tt])*
+        #[wire_names = $case:tt]
+        $(#[$extra:meta])*
+        pub enum $name:ident {
+            $($(#[doc = $variant_doc:tt])* $variant:ident,)+
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[derive(IntoStaticStr, VariantArray)]
+        $(#[$extra])*
+        #[serde(rename_all = $case)]
+        #[strum(serialize_all = $case)]
+        pub enum $name {
+            $($(#[doc = $variant_doc])* $variant,)+
+        }
+
         impl $name {
-            /// The name on the wire, as serde writes it.
+            /// The name on the wire, as serde writes and reads it.
             pub fn as_str(self) -> &'static str {
                 self.into()
             }
         }
-    )+};
+    };
 }
 
-wire_names!(Presence, PeerStatus, RoomState, LeaveReason, CloseReason);
-
-/// A peer's presence as set by `presence` messages.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum Presence {
-    /// Working in the document.
-    Active,
-    /// Away.
-    Idle,
+wire_enum! {
+    /// A peer's presence as set by `presence` messages.
+    #[wire_names = "lowercase"]
+    #[derive(strum::EnumString)]
+    pub enum Presence {
+        /// Working in the document.
+        Active,
+        /// Away.
+        Idle,
+    }
 }
 
 /// A peer as shown to clients.
@@ -186,34 +190,30 @@ pub struct PeerInfo {
     pub status: PeerStatus,
 }
 
-/// A member's state in its room.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::VariantArray,
-)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum PeerStatus {
-    /// Connected and active.
-    Active,
-    /// Connected, presence set to idle.
-    Idle,
-    /// Connection dropped; its place is kept for the reconnect grace.
-    Reconnecting,
+wire_enum! {
+    /// A member's state in its room.
+    #[wire_names = "lowercase"]
+    pub enum PeerStatus {
+        /// Connected and active.
+        Active,
+        /// Connected, presence set to idle.
+        Idle,
+        /// Connection dropped; its place is kept for the reconnect grace.
+        Reconnecting,
+    }
 }
 
-/// Room lifecycle state as shown to clients.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::VariantArray,
-)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum RoomState {
-    /// At least one connected member.
-    Active,
-    /// No connected member.
-    Idle,
-    /// Closed (only ever seen in the final events of a room).
-    Closed,
+wire_enum! {
+    /// Room lifecycle state as shown to clients.
+    #[wire_names = "lowercase"]
+    pub enum RoomState {
+        /// At least one connected member.
+        Active,
+        /// No connected member.
+        Idle,
+        /// Closed (only ever seen in the final events of a room).
+        Closed,
+    }
 }
 
 /// Room metadata as returned by the HTTP API and `room-joined`.
@@ -249,64 +249,42 @@ pub struct RoomMeta {
     pub peers: Option<Vec<PeerInfo>>,
 }
 
-/// Why a peer left, as told to the others.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum LeaveReason {
-    /// It sent `leave-room`.
-    Left,
-    /// Its connection dropped and the grace ran out.
-    Disconnected,
-    /// It went silent past `PEER_TIMEOUT_SECONDS`.
-    Timeout,
+wire_enum! {
+    /// Why a peer left, as told to the others.
+    #[wire_names = "lowercase"]
+    pub enum LeaveReason {
+        /// It sent `leave-room`.
+        Left,
+        /// Its connection dropped and the grace ran out.
+        Disconnected,
+        /// It went silent past `PEER_TIMEOUT_SECONDS`.
+        Timeout,
+    }
 }
 
-/// Why a room closed.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-)]
-#[serde(rename_all = "kebab-case")]
-#[strum(serialize_all = "kebab-case")]
-pub enum CloseReason {
-    /// The host sent `close-room`.
-    HostClosed,
-    /// The host left a `destroyOnHostLeave` room.
-    HostLeft,
-    /// `DELETE /api/rooms/{id}`.
-    Deleted,
-    /// Its TTL ran out.
-    Expired,
-    /// No activity for `ROOM_IDLE_TIMEOUT_SECONDS`.
-    Idle,
-    /// Closed by aggressive memory cleanup.
-    MemoryPressure,
-    /// Closed by an operator.
-    Admin,
+wire_enum! {
+    /// Why a room closed.
+    #[wire_names = "kebab-case"]
+    pub enum CloseReason {
+        /// The host sent `close-room`.
+        HostClosed,
+        /// The host left a `destroyOnHostLeave` room.
+        HostLeft,
+        /// `DELETE /api/rooms/{id}`.
+        Deleted,
+        /// Its TTL ran out.
+        Expired,
+        /// No activity for `ROOM_IDLE_TIMEOUT_SECONDS`.
+        Idle,
+        /// Closed by aggressive memory cleanup.
+        MemoryPressure,
+        /// Closed by an operator.
+        Admin,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use strum::VariantArray;
-
     use super::*;
 
     #[test]
@@ -324,15 +302,17 @@ mod tests {
     /// The client-facing reference: `docs/protocol.md`.
     const PROTOCOL_DOC: &str = include_str!("../../../docs/protocol.md");
 
-    /// serde writes every variant of `T` as its `as_str` name, which docs/protocol.md
-    /// mentions (in backticks or quotes).
-    fn serde_writes_the_documented_name<T>(documented: bool)
+    /// serde writes and reads every variant of `T` as its `as_str` name, which
+    /// docs/protocol.md mentions (in backticks or quotes) when `documented`.
+    fn serde_agrees_with_as_str<T>(documented: bool)
     where
-        T: VariantArray + Serialize + Copy + std::fmt::Debug + Into<&'static str>,
+        T: VariantArray + Serialize + serde::de::DeserializeOwned,
+        T: Copy + PartialEq + std::fmt::Debug + Into<&'static str>,
     {
         for v in T::VARIANTS {
             let name: &'static str = (*v).into();
             assert_eq!(serde_json::to_value(v).unwrap(), name, "{v:?}");
+            assert_eq!(serde_json::from_value::<T>(name.into()).unwrap(), *v);
             let mentioned = [format!("`{name}`"), format!("\"{name}\"")]
                 .iter()
                 .any(|quoted| PROTOCOL_DOC.contains(quoted.as_str()));
@@ -343,29 +323,14 @@ mod tests {
         }
     }
 
-    /// serde reads every variant of `T` back from its `as_str` name.
-    fn serde_reads_the_name<T>()
-    where
-        T: VariantArray + serde::de::DeserializeOwned + Copy + PartialEq + std::fmt::Debug,
-        T: Into<&'static str>,
-    {
-        for v in T::VARIANTS {
-            let name: &'static str = (*v).into();
-            assert_eq!(serde_json::from_value::<T>(name.into()).unwrap(), *v);
-        }
-    }
-
     #[test]
     fn serde_and_as_str_agree_on_every_wire_name() {
-        serde_writes_the_documented_name::<Presence>(true);
-        serde_writes_the_documented_name::<PeerStatus>(true);
-        serde_writes_the_documented_name::<LeaveReason>(true);
-        serde_writes_the_documented_name::<CloseReason>(true);
+        serde_agrees_with_as_str::<Presence>(true);
+        serde_agrees_with_as_str::<PeerStatus>(true);
+        serde_agrees_with_as_str::<LeaveReason>(true);
+        serde_agrees_with_as_str::<CloseReason>(true);
         // `state` values are not listed in docs/protocol.md.
-        serde_writes_the_documented_name::<RoomState>(false);
-        serde_reads_the_name::<Presence>();
-        serde_reads_the_name::<LeaveReason>();
-        serde_reads_the_name::<CloseReason>();
+        serde_agrees_with_as_str::<RoomState>(false);
     }
 
     #[test]
