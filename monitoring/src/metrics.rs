@@ -222,7 +222,55 @@ pub fn render(snapshot: Snapshot) -> String {
 
 #[cfg(test)]
 mod tests {
+    use strum::VariantArray;
+
     use super::*;
+    use crate::{CleanupLevel, Level};
+
+    /// The row of `metric` in the table of docs/operations.md#metrics.
+    fn documented_row(metric: &str) -> &'static str {
+        include_str!("../../docs/operations.md")
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{metric}` |")))
+            .unwrap_or_else(|| panic!("{metric} is not in docs/operations.md#metrics"))
+    }
+
+    #[test]
+    fn level_labels_are_the_documented_ones() {
+        let list = |items: Vec<String>| items.join(", ");
+        let cleanups = CleanupLevel::ALL
+            .iter()
+            .map(|l| format!("`{}`", l.as_str()));
+        // The gauge's meaning column: "0 normal, 1 warning, 2 critical".
+        let pressure = Level::VARIANTS
+            .iter()
+            .map(|l| format!("{} {}", *l as u64, l.as_str()));
+        let expected = [
+            (
+                "switchboard_cleanups_total",
+                format!("`level`: {} |", list(cleanups.collect())),
+            ),
+            (
+                "switchboard_memory_pressure_level",
+                format!("| {} |", list(pressure.collect())),
+            ),
+        ];
+        for (metric, cell) in expected {
+            let row = documented_row(metric);
+            assert!(row.contains(&cell), "{row} does not say {cell}");
+        }
+    }
+
+    #[test]
+    fn level_names_are_what_serde_writes() {
+        for level in CleanupLevel::ALL {
+            assert_eq!(serde_json::to_value(level).unwrap(), level.as_str());
+            assert_eq!(level.as_str().parse(), Ok(*level));
+        }
+        for level in Level::VARIANTS {
+            assert_eq!(serde_json::to_value(level).unwrap(), level.as_str());
+        }
+    }
 
     #[test]
     fn renders_names_labels_and_histogram() {

@@ -3,21 +3,13 @@
 //! flap between cleaning and not cleaning.
 
 use serde::Serialize;
+use strum::{IntoStaticStr, VariantArray};
 
 /// How much memory pressure the process is under. Its name (`/health`'s `pressure`) is the
 /// variant's in lower case, for serde and strum alike; its number (the
 /// `switchboard_memory_pressure_level` gauge) is its position.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Serialize,
-    strum::IntoStaticStr,
-    strum::VariantArray,
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, IntoStaticStr, VariantArray,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
@@ -131,26 +123,6 @@ mod tests {
                 (Normal, false),
             ]
         );
-    }
-
-    #[test]
-    fn levels_are_named_and_numbered_as_documented() {
-        use strum::VariantArray;
-        let meaning: Vec<_> = Level::VARIANTS
-            .iter()
-            .map(|l| format!("{} {}", *l as u64, l.as_str()))
-            .collect();
-        let row = format!(
-            "| `switchboard_memory_pressure_level` | gauge | | {} |",
-            meaning.join(", ")
-        );
-        assert!(
-            include_str!("../../docs/operations.md").contains(&row),
-            "docs/operations.md#metrics has no {row}"
-        );
-        for level in Level::VARIANTS {
-            assert_eq!(serde_json::to_value(level).unwrap(), level.as_str());
-        }
     }
 
     #[test]

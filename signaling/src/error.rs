@@ -1,22 +1,15 @@
 //! Every error a client can be told about, with its wire code: the one place where internal
 //! outcomes become `SOME_CODE` strings.
 
+use strum::{EnumCount, IntoStaticStr, VariantArray};
+
 /// A refusal the server reports to a client (over the WebSocket or, via the binary, HTTP).
 ///
 /// The wire code is derived from the variant's name (`RoomFull` → `ROOM_FULL`), and
 /// [`VARIANTS`](strum::VariantArray::VARIANTS) lists every code in declaration order, which
 /// is also each code's counter index in [`Stats`](crate::Stats).
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    thiserror::Error,
-    strum::IntoStaticStr,
-    strum::EnumCount,
-    strum::EnumIter,
-    strum::VariantArray,
+    Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, IntoStaticStr, EnumCount, VariantArray,
 )]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
