@@ -97,33 +97,39 @@ fn labelled_counter<'a>(
     Ok(())
 }
 
-impl Collector for SnapshotCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+impl SnapshotCollector {
+    /// Connections, peers and rooms now.
+    fn encode_occupancy(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         let s = &self.0;
         gauge(
-            &mut enc,
+            enc,
             "switchboard_connections",
             "Open WebSocket connections",
             None,
             s.connections,
         )?;
         gauge(
-            &mut enc,
+            enc,
             "switchboard_authenticated_connections",
             "Authenticated connections",
             None,
             s.authenticated,
         )?;
         gauge(
-            &mut enc,
+            enc,
             "switchboard_peers",
             "Room members, reconnecting ones included",
             None,
             s.peers,
         )?;
-        gauge(&mut enc, "switchboard_rooms", "Rooms", None, s.rooms)?;
+        gauge(enc, "switchboard_rooms", "Rooms", None, s.rooms)
+    }
+
+    /// Messages relayed and refused, per type or reason.
+    fn encode_traffic(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
         labelled_counter(
-            &mut enc,
+            enc,
             "switchboard_messages_relayed",
             "Messages handed to receivers, per type (one per receiver)",
             None,
@@ -131,7 +137,7 @@ impl Collector for SnapshotCollector {
             s.relayed.iter().map(|(t, n, _)| (*t, *n)),
         )?;
         labelled_counter(
-            &mut enc,
+            enc,
             "switchboard_bytes_relayed",
             "Bytes handed to receivers, per type",
             None,
@@ -139,28 +145,33 @@ impl Collector for SnapshotCollector {
             s.relayed.iter().map(|(t, _, b)| (*t, *b)),
         )?;
         labelled_counter(
-            &mut enc,
+            enc,
             "switchboard_messages_rejected",
             "Client messages refused, per reason",
             None,
             "reason",
             s.rejected.iter().copied(),
-        )?;
+        )
+    }
+
+    /// Timeouts, cut-offs, sweeps, cleanups and tokens since start.
+    fn encode_upkeep(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
         counter(
-            &mut enc,
+            enc,
             "switchboard_heartbeat_timeouts",
             "Peers disconnected for silence",
             s.heartbeat_timeouts,
         )?;
         counter(
-            &mut enc,
+            enc,
             "switchboard_slow_consumers",
             "Connections cut off for not reading",
             s.slow_consumers,
         )?;
-        counter(&mut enc, "switchboard_sweeps", "Room sweeps run", s.sweeps)?;
+        counter(enc, "switchboard_sweeps", "Room sweeps run", s.sweeps)?;
         labelled_counter(
-            &mut enc,
+            enc,
             "switchboard_cleanups",
             "Memory cleanups run, per level",
             None,
@@ -168,33 +179,42 @@ impl Collector for SnapshotCollector {
             s.cleanups.iter().copied(),
         )?;
         counter(
-            &mut enc,
+            enc,
             "switchboard_tokens_issued",
             "Room tokens issued",
             s.tokens_issued,
-        )?;
+        )
+    }
+
+    /// Memory in use and the pressure level.
+    fn encode_memory(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
         gauge(
-            &mut enc,
+            enc,
             "switchboard_memory_rss",
             "Resident memory",
             Some(&Unit::Bytes),
             s.memory_rss_bytes,
         )?;
         gauge(
-            &mut enc,
+            enc,
             "switchboard_memory_heap",
             "Allocator bytes in use",
             Some(&Unit::Bytes),
             s.memory_heap_bytes,
         )?;
         gauge(
-            &mut enc,
+            enc,
             "switchboard_memory_pressure_level",
             "Memory pressure: 0 normal, 1 warning, 2 critical",
             None,
             s.memory_pressure_level,
-        )?;
-        let h = &s.relay_latency;
+        )
+    }
+
+    /// The relay latency histogram.
+    fn encode_latency(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let h = &self.0.relay_latency;
         // Named with its unit suffix rather than a UNIT line: several OpenMetrics parsers
         // refuse units on histograms.
         let mut m = enc.encode_descriptor(
@@ -205,8 +225,17 @@ impl Collector for SnapshotCollector {
         )?;
         m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
             h.sum, h.count, &h.buckets, None,
-        )?;
-        Ok(())
+        )
+    }
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        self.encode_occupancy(&mut enc)?;
+        self.encode_traffic(&mut enc)?;
+        self.encode_upkeep(&mut enc)?;
+        self.encode_memory(&mut enc)?;
+        self.encode_latency(&mut enc)
     }
 }
 
@@ -222,7 +251,55 @@ pub fn render(snapshot: Snapshot) -> String {
 
 #[cfg(test)]
 mod tests {
+    use strum::VariantArray;
+
     use super::*;
+    use crate::{CleanupLevel, Level};
+
+    /// The row of `metric` in the table of docs/operations.md#metrics.
+    fn documented_row(metric: &str) -> &'static str {
+        include_str!("../../docs/operations.md")
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{metric}` |")))
+            .unwrap_or_else(|| panic!("{metric} is not in docs/operations.md#metrics"))
+    }
+
+    #[test]
+    fn level_labels_are_the_documented_ones() {
+        let list = |items: Vec<String>| items.join(", ");
+        let cleanups = CleanupLevel::ALL
+            .iter()
+            .map(|l| format!("`{}`", l.as_str()));
+        // The gauge's meaning column: "0 normal, 1 warning, 2 critical".
+        let pressure = Level::VARIANTS
+            .iter()
+            .map(|l| format!("{} {}", *l as u64, l.as_str()));
+        let expected = [
+            (
+                "switchboard_cleanups_total",
+                format!("`level`: {} |", list(cleanups.collect())),
+            ),
+            (
+                "switchboard_memory_pressure_level",
+                format!("| {} |", list(pressure.collect())),
+            ),
+        ];
+        for (metric, cell) in expected {
+            let row = documented_row(metric);
+            assert!(row.contains(&cell), "{row} does not say {cell}");
+        }
+    }
+
+    #[test]
+    fn level_names_are_what_serde_writes() {
+        for level in CleanupLevel::ALL {
+            assert_eq!(serde_json::to_value(level).unwrap(), level.as_str());
+            assert_eq!(level.as_str().parse(), Ok(*level));
+        }
+        for level in Level::VARIANTS {
+            assert_eq!(serde_json::to_value(level).unwrap(), level.as_str());
+        }
+    }
 
     #[test]
     fn renders_names_labels_and_histogram() {

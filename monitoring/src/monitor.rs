@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use strum::{EnumCount, EnumString, IntoStaticStr, VariantArray};
 
 use crate::memory::{Sample, Sampler, MIB};
 use crate::pressure::{Level, State, Thresholds};
 
-/// Rooms closed for memory pressure after this much inactivity (SPEC 6).
+/// Rooms closed for memory pressure after this much inactivity
+/// (docs/lifecycle.md#memory-pressure).
 pub const AGGRESSIVE_IDLE: Duration = Duration::from_secs(5 * 60);
 
 /// What a cleanup step removed.
@@ -34,9 +36,13 @@ pub trait Janitor: Send + Sync + 'static {
     fn refuse_new_rooms(&self, refuse: bool);
 }
 
-/// How thorough a cleanup is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How thorough a cleanup is. Its name (the `level` of reports, metrics and
+/// `POST /api/admin/cleanup?level=`) is the variant's in lower case, for serde and strum alike.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, IntoStaticStr, EnumString, EnumCount, VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum CleanupLevel {
     /// Sweep plus silent peers.
     Normal,
@@ -46,14 +52,11 @@ pub enum CleanupLevel {
 
 impl CleanupLevel {
     /// Every level, for labelled metrics.
-    pub const ALL: [CleanupLevel; 2] = [CleanupLevel::Normal, CleanupLevel::Aggressive];
+    pub const ALL: &'static [CleanupLevel] = Self::VARIANTS;
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Normal => "normal",
-            Self::Aggressive => "aggressive",
-        }
+        self.into()
     }
 }
 
@@ -87,7 +90,7 @@ pub struct Monitor {
     interval: Duration,
     silent_after: Duration,
     status: Mutex<Status>,
-    cleanups: [AtomicU64; 2],
+    cleanups: [AtomicU64; CleanupLevel::COUNT],
 }
 
 fn now_ms() -> u64 {
@@ -118,7 +121,7 @@ impl Monitor {
                 last_sample,
                 last_report: None,
             }),
-            cleanups: [AtomicU64::new(0), AtomicU64::new(0)],
+            cleanups: Default::default(),
         }
     }
 

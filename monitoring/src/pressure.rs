@@ -3,10 +3,16 @@
 //! flap between cleaning and not cleaning.
 
 use serde::Serialize;
+use strum::{IntoStaticStr, VariantArray};
 
-/// How much memory pressure the process is under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// How much memory pressure the process is under. Its name (`/health`'s `pressure`) is the
+/// variant's in lower case, for serde and strum alike; its number (the
+/// `switchboard_memory_pressure_level` gauge) is its position.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, IntoStaticStr, VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Level {
     /// Below the warning threshold.
     Normal,
@@ -14,6 +20,13 @@ pub enum Level {
     Warning,
     /// Above `MEMORY_CRITICAL_MB`: aggressive cleanup, new rooms refused.
     Critical,
+}
+
+impl Level {
+    /// Its name: `normal`, `warning` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// The two thresholds, in MiB of resident memory.

@@ -8,8 +8,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::outbox::{CloseSignal, Outbound, Outbox, PushError};
 
-/// Why the server ends a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why the server ends a connection. Stored in an `AtomicU8` as its discriminant (0 is "not
+/// ended"), read back with the derived `from_repr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::FromRepr)]
 #[repr(u8)]
 pub enum KillReason {
     /// The same user joined on another connection (4009).
@@ -31,22 +32,6 @@ pub enum KillReason {
 }
 
 impl KillReason {
-    fn from_u8(v: u8) -> Option<Self> {
-        use KillReason::*;
-        [
-            Replaced,
-            RoomClosed,
-            SlowConsumer,
-            HeartbeatTimeout,
-            Shutdown,
-            Policy,
-            AuthFailed,
-            TooBig,
-        ]
-        .into_iter()
-        .find(|r| *r as u8 == v)
-    }
-
     /// The close frame this reason ends with.
     pub fn close_signal(self) -> CloseSignal {
         let (code, reason) = match self {
@@ -138,7 +123,7 @@ impl Conn {
 
     /// Why the connection was ended, if it was.
     pub fn kill_reason(&self) -> Option<KillReason> {
-        KillReason::from_u8(self.kill_reason.load(Relaxed))
+        KillReason::from_repr(self.kill_reason.load(Relaxed))
     }
 
     /// Resolves once [`terminate`](Self::terminate) was called.
@@ -159,5 +144,25 @@ impl Conn {
     /// Last sign of life (ms since epoch).
     pub fn last_seen_ms(&self) -> u64 {
         self.last_seen_ms.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_kill_reason_is_kept_and_read_back() {
+        let conn = Conn::new(1, 4, 0);
+        assert_eq!(conn.kill_reason(), None);
+        conn.terminate(KillReason::HeartbeatTimeout);
+        conn.terminate(KillReason::Shutdown);
+        assert_eq!(conn.kill_reason(), Some(KillReason::HeartbeatTimeout));
+    }
+
+    #[test]
+    fn zero_is_no_reason() {
+        assert_eq!(KillReason::from_repr(0), None);
+        assert_eq!(KillReason::from_repr(1), Some(KillReason::Replaced));
     }
 }

@@ -1,8 +1,17 @@
 //! Every error a client can be told about, with its wire code: the one place where internal
 //! outcomes become `SOME_CODE` strings.
 
+use strum::{EnumCount, IntoStaticStr, VariantArray};
+
 /// A refusal the server reports to a client (over the WebSocket or, via the binary, HTTP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+///
+/// The wire code is derived from the variant's name (`RoomFull` → `ROOM_FULL`), and
+/// [`VARIANTS`](strum::VariantArray::VARIANTS) lists every code in declaration order, which
+/// is also each code's counter index in [`Stats`](crate::Stats).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, IntoStaticStr, EnumCount, VariantArray,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// The frame is not a JSON object of the expected shape (or is binary).
     #[error("message is not valid JSON of the expected shape")]
@@ -73,32 +82,10 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// The `SOME_CODE` string clients match on.
+    /// The `SOME_CODE` string clients match on: the variant's name in SCREAMING_SNAKE_CASE,
+    /// derived, so a new variant cannot be left without its code.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidMessage => "INVALID_MESSAGE",
-            Self::UnknownType => "UNKNOWN_TYPE",
-            Self::InvalidInput => "INVALID_INPUT",
-            Self::NotAuthenticated => "NOT_AUTHENTICATED",
-            Self::AlreadyAuthenticated => "ALREADY_AUTHENTICATED",
-            Self::AuthFailed => "AUTH_FAILED",
-            Self::TokenExpired => "TOKEN_EXPIRED",
-            Self::InvalidToken => "INVALID_TOKEN",
-            Self::UserMismatch => "USER_MISMATCH",
-            Self::RoomMismatch => "ROOM_MISMATCH",
-            Self::NotInRoom => "NOT_IN_ROOM",
-            Self::AlreadyInRoom => "ALREADY_IN_ROOM",
-            Self::RoomFull => "ROOM_FULL",
-            Self::RoomClosed => "ROOM_CLOSED",
-            Self::RoomExists => "ROOM_EXISTS",
-            Self::RoomNotFound => "ROOM_NOT_FOUND",
-            Self::TooManyRooms => "TOO_MANY_ROOMS",
-            Self::Forbidden => "FORBIDDEN",
-            Self::PeerNotFound => "PEER_NOT_FOUND",
-            Self::PeerUnavailable => "PEER_UNAVAILABLE",
-            Self::InvalidPassword => "INVALID_PASSWORD",
-            Self::RateLimited => "RATE_LIMITED",
-        }
+        self.into()
     }
 
     /// True for the errors that count towards the "keeps sending garbage" limit.
@@ -116,5 +103,59 @@ impl From<switchboard_auth::TokenError> for ErrorCode {
             switchboard_auth::TokenError::Expired => Self::TokenExpired,
             switchboard_auth::TokenError::Invalid => Self::InvalidToken,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strum::VariantArray;
+
+    use super::ErrorCode;
+
+    /// The client-facing reference: `docs/protocol.md`.
+    const PROTOCOL_DOC: &str = include_str!("../../docs/protocol.md");
+
+    #[test]
+    fn every_code_is_documented_for_clients() {
+        let is_code_char = |c: char| c.is_ascii_uppercase() || c == '_';
+        for code in ErrorCode::VARIANTS {
+            let name = code.as_str();
+            let named = PROTOCOL_DOC.match_indices(name).any(|(at, _)| {
+                let before = PROTOCOL_DOC[..at].chars().next_back();
+                let after = PROTOCOL_DOC[at + name.len()..].chars().next();
+                !before.is_some_and(is_code_char) && !after.is_some_and(is_code_char)
+            });
+            assert!(named, "{name} is not in docs/protocol.md");
+        }
+    }
+
+    #[test]
+    fn codes_documented_in_the_error_table_exist() {
+        // docs/protocol.md#4-errors: the first cell of each row names one or more codes.
+        let section = PROTOCOL_DOC
+            .split("## 4. Errors")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("docs/protocol.md has section 4. Errors");
+        let documented: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .flat_map(|l| l.split('|').next().unwrap_or("").split('`'))
+            .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .collect();
+        assert!(documented.len() >= 20, "{documented:?}");
+        for name in documented {
+            assert!(
+                ErrorCode::VARIANTS.iter().any(|c| c.as_str() == name),
+                "docs/protocol.md#4-errors lists {name}, which is no ErrorCode"
+            );
+        }
+    }
+
+    #[test]
+    fn codes_are_screaming_snake_case_of_the_variant() {
+        assert_eq!(ErrorCode::InvalidMessage.as_str(), "INVALID_MESSAGE");
+        assert_eq!(ErrorCode::PeerNotFound.as_str(), "PEER_NOT_FOUND");
+        assert_eq!(ErrorCode::Forbidden.as_str(), "FORBIDDEN");
     }
 }

@@ -2,81 +2,60 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use std::sync::LazyLock;
+
+use strum::{EnumCount, VariantArray};
+
 use crate::error::ErrorCode;
+use crate::protocol::RelayType;
 
-/// Message types that are relayed or broadcast, in the order of their counters.
-pub const RELAY_TYPES: [&str; 7] = [
-    "sdp-offer",
-    "sdp-answer",
-    "ice-candidate",
-    "presence",
-    "cursor-update",
-    "message",
-    YJS_PUBLISH,
-];
-
-/// The relay type label of `/yjs` publishes (one count per subscriber that received one).
-pub const YJS_PUBLISH: &str = "yjs-publish";
-
-/// Index of [`YJS_PUBLISH`] in [`RELAY_TYPES`].
+/// Index of the `yjs-publish` counter ([`RelayType::YjsPublish`]).
 pub fn yjs_index() -> usize {
-    6
+    RelayType::YjsPublish.index()
 }
 
-/// Reasons a client message is rejected, in the order of their counters: every wire error
-/// code in lower case, plus `message_too_big` for frames closed with 1009.
-pub const REJECT_REASONS: [&str; 23] = [
-    "invalid_message",
-    "unknown_type",
-    "invalid_input",
-    "not_authenticated",
-    "already_authenticated",
-    "auth_failed",
-    "token_expired",
-    "invalid_token",
-    "user_mismatch",
-    "room_mismatch",
-    "not_in_room",
-    "already_in_room",
-    "room_full",
-    "room_closed",
-    "room_exists",
-    "room_not_found",
-    "too_many_rooms",
-    "forbidden",
-    "peer_not_found",
-    "peer_unavailable",
-    "invalid_password",
-    "rate_limited",
-    "message_too_big",
-];
+/// Why a client message was refused, as counted in `switchboard_messages_rejected_total`
+/// (docs/operations.md#metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Refused with this wire error code.
+    Code(ErrorCode),
+    /// A frame over `MAX_MESSAGE_BYTES`, closed with 1009 and no error message.
+    TooBig,
+}
 
-/// Index of `code` in [`REJECT_REASONS`].
-fn reject_index(code: ErrorCode) -> usize {
-    use ErrorCode::*;
-    match code {
-        InvalidMessage => 0,
-        UnknownType => 1,
-        InvalidInput => 2,
-        NotAuthenticated => 3,
-        AlreadyAuthenticated => 4,
-        AuthFailed => 5,
-        TokenExpired => 6,
-        InvalidToken => 7,
-        UserMismatch => 8,
-        RoomMismatch => 9,
-        NotInRoom => 10,
-        AlreadyInRoom => 11,
-        RoomFull => 12,
-        RoomClosed => 13,
-        RoomExists => 14,
-        RoomNotFound => 15,
-        TooManyRooms => 16,
-        Forbidden => 17,
-        PeerNotFound => 18,
-        PeerUnavailable => 19,
-        InvalidPassword => 20,
-        RateLimited => 21,
+impl RejectReason {
+    /// How many reasons there are: every error code, then [`TooBig`](Self::TooBig).
+    pub const COUNT: usize = ErrorCode::COUNT + 1;
+
+    /// Every reason, in counter order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        ErrorCode::VARIANTS
+            .iter()
+            .map(|code| Self::Code(*code))
+            .chain([Self::TooBig])
+    }
+
+    /// Index of its counter: a code's position among the codes, `TooBig` after them all.
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Code(code) => code as usize,
+            Self::TooBig => ErrorCode::COUNT,
+        }
+    }
+
+    /// The `reason` label: the wire code in lower case, or `message_too_big`.
+    pub fn label(self) -> &'static str {
+        // Built once, at the first scrape; counting never touches a label.
+        static LABELS: LazyLock<Vec<String>> = LazyLock::new(|| {
+            RejectReason::all()
+                .map(|reason| match reason {
+                    RejectReason::Code(code) => code.as_str().to_ascii_lowercase(),
+                    RejectReason::TooBig => "message_too_big".to_owned(),
+                })
+                .collect()
+        });
+        &LABELS[self.index()]
     }
 }
 
@@ -139,14 +118,14 @@ pub struct Stats {
     pub sweeps: AtomicU64,
     /// Time from receiving a relay message to queueing it for the target.
     pub relay_latency: LatencyHistogram,
-    relayed: [AtomicU64; RELAY_TYPES.len()],
-    relayed_bytes: [AtomicU64; RELAY_TYPES.len()],
-    rejected: [AtomicU64; REJECT_REASONS.len()],
+    relayed: [AtomicU64; RelayType::COUNT],
+    relayed_bytes: [AtomicU64; RelayType::COUNT],
+    rejected: [AtomicU64; RejectReason::COUNT],
 }
 
 impl Stats {
     /// Counts `deliveries` frames of `bytes` each handed to receivers for relay type `index`
-    /// (an index into [`RELAY_TYPES`]).
+    /// (a [`RelayType::index`]).
     pub fn count_relayed(&self, index: usize, deliveries: u64, bytes: u64) {
         self.relayed[index].fetch_add(deliveries, Relaxed);
         self.relayed_bytes[index].fetch_add(deliveries * bytes, Relaxed);
@@ -154,85 +133,100 @@ impl Stats {
 
     /// Counts one rejected client message.
     pub fn count_rejected(&self, code: ErrorCode) {
-        self.rejected[reject_index(code)].fetch_add(1, Relaxed);
+        self.count_reason(RejectReason::Code(code));
     }
 
     /// Counts one frame closed with 1009.
     pub fn count_too_big(&self) {
-        self.rejected[REJECT_REASONS.len() - 1].fetch_add(1, Relaxed);
+        self.count_reason(RejectReason::TooBig);
+    }
+
+    fn count_reason(&self, reason: RejectReason) {
+        self.rejected[reason.index()].fetch_add(1, Relaxed);
     }
 
     /// `(type, deliveries, bytes)` for every relay type.
     pub fn relayed(&self) -> impl Iterator<Item = (&'static str, u64, u64)> + '_ {
-        RELAY_TYPES.iter().enumerate().map(|(i, t)| {
+        RelayType::VARIANTS.iter().map(|t| {
             (
-                *t,
-                self.relayed[i].load(Relaxed),
-                self.relayed_bytes[i].load(Relaxed),
+                t.as_str(),
+                self.relayed[t.index()].load(Relaxed),
+                self.relayed_bytes[t.index()].load(Relaxed),
             )
         })
     }
 
     /// `(reason, count)` for every rejection reason.
     pub fn rejected(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        REJECT_REASONS
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (*r, self.rejected[i].load(Relaxed)))
+        RejectReason::all().map(|r| (r.label(), self.rejected[r.index()].load(Relaxed)))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
-    #[test]
-    fn fixed_counter_indices_match_the_labels() {
-        use crate::protocol::{BroadcastKind, RelayKind};
-        for k in [RelayKind::Offer, RelayKind::Answer, RelayKind::Candidate] {
-            assert_eq!(RELAY_TYPES[k.stat_index()], k.type_name());
-        }
-        for k in [
-            BroadcastKind::Presence,
-            BroadcastKind::Cursor,
-            BroadcastKind::Chat,
-        ] {
-            assert_eq!(RELAY_TYPES[k.stat_index()], k.type_name());
-        }
-        assert_eq!(RELAY_TYPES[yjs_index()], YJS_PUBLISH);
+    /// The labels column of the metric's row in docs/operations.md#metrics, as the values
+    /// written in backticks after the label's name.
+    fn documented_labels(metric: &str) -> Vec<&'static str> {
+        const OPERATIONS_DOC: &str = include_str!("../../docs/operations.md");
+        let row = OPERATIONS_DOC
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{metric}` |")))
+            .unwrap_or_else(|| panic!("{metric} is not in docs/operations.md#metrics"));
+        let labels = row.split('|').nth(3).expect("a labels column");
+        let values = labels.split_once(':').map_or("", |(_, values)| values);
+        values.split('`').skip(1).step_by(2).collect()
+    }
+
+    fn assert_unique(labels: &[&str]) {
+        let distinct: HashSet<_> = labels.iter().collect();
+        assert_eq!(distinct.len(), labels.len(), "{labels:?}");
     }
 
     #[test]
-    fn every_error_code_has_its_own_reason_label() {
-        let all = [
-            ErrorCode::InvalidMessage,
-            ErrorCode::UnknownType,
-            ErrorCode::InvalidInput,
-            ErrorCode::NotAuthenticated,
-            ErrorCode::AlreadyAuthenticated,
-            ErrorCode::AuthFailed,
-            ErrorCode::TokenExpired,
-            ErrorCode::InvalidToken,
-            ErrorCode::UserMismatch,
-            ErrorCode::RoomMismatch,
-            ErrorCode::NotInRoom,
-            ErrorCode::AlreadyInRoom,
-            ErrorCode::RoomFull,
-            ErrorCode::RoomClosed,
-            ErrorCode::RoomExists,
-            ErrorCode::RoomNotFound,
-            ErrorCode::TooManyRooms,
-            ErrorCode::Forbidden,
-            ErrorCode::PeerNotFound,
-            ErrorCode::PeerUnavailable,
-            ErrorCode::InvalidPassword,
-            ErrorCode::RateLimited,
-        ];
-        for code in all {
-            assert_eq!(
-                REJECT_REASONS[reject_index(code)],
-                code.as_str().to_ascii_lowercase()
+    fn relay_type_labels_are_the_documented_ones() {
+        let labels: Vec<_> = Stats::default().relayed().map(|(t, ..)| t).collect();
+        assert_unique(&labels);
+        assert_eq!(
+            labels,
+            documented_labels("switchboard_messages_relayed_total")
+        );
+        assert_eq!(labels[yjs_index()], "yjs-publish");
+    }
+
+    #[test]
+    fn reject_reasons_are_every_code_in_lower_case_then_too_big() {
+        let labels: Vec<_> = Stats::default().rejected().map(|(r, _)| r).collect();
+        assert_unique(&labels);
+        let mut expected: Vec<String> = ErrorCode::VARIANTS
+            .iter()
+            .map(|c| c.as_str().to_ascii_lowercase())
+            .collect();
+        expected.push("message_too_big".into());
+        assert_eq!(labels, expected);
+        let documented = documented_labels("switchboard_messages_rejected_total");
+        assert!(documented.contains(&"message_too_big"), "{documented:?}");
+        for label in documented {
+            assert!(
+                labels.contains(&label),
+                "docs name an unknown reason {label}"
             );
         }
+    }
+
+    #[test]
+    fn each_reason_counts_on_its_own_counter() {
+        let stats = Stats::default();
+        for (i, reason) in RejectReason::all().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
+        }
+        stats.count_rejected(ErrorCode::PeerNotFound);
+        stats.count_too_big();
+        stats.count_too_big();
+        let counted: Vec<_> = stats.rejected().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(counted, [("peer_not_found", 1), ("message_too_big", 2)]);
     }
 }
