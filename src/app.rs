@@ -131,7 +131,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let heartbeats = tokio::spawn(signaling.clone().run_heartbeats());
     let sweeper = tokio::spawn(registry.clone().run_sweeper());
     let memory = tokio::spawn(monitor.run());
-    tokio::spawn(crate::trim_allocator_every(
+    tokio::spawn(crate::allocator::trim_every(
         app.config.memory_check_interval,
     ));
 
