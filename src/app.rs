@@ -14,37 +14,12 @@ use switchboard_signaling::cluster::{ClusterConfig, RedisCluster};
 use switchboard_signaling::{Registry, SignalingServer, Stats};
 
 use crate::config::Config;
+use crate::state::App;
 
 /// How long a drain waits for peers to go before exiting anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The reconnect hint sent with `server-shutdown`.
 const RECONNECT_AFTER: Duration = Duration::from_secs(2);
-
-/// State shared by the HTTP handlers.
-pub struct App {
-    /// The configuration.
-    pub config: Config,
-    /// Room token keys.
-    pub keys: TokenKeys,
-    /// Rooms and peers.
-    pub registry: Arc<Registry>,
-    /// Signaling counters.
-    pub stats: Arc<Stats>,
-    /// The port the signaling server actually listens on.
-    pub signaling_port: u16,
-    /// Process start.
-    pub started: Instant,
-    /// Tokens issued since start.
-    pub tokens_issued: AtomicU64,
-    /// Concurrent password hash computations allowed.
-    pub password_slots: Semaphore,
-    /// Set once a shutdown signal arrived.
-    pub draining: AtomicBool,
-    /// Memory sampling, pressure level and cleanup.
-    pub monitor: Arc<Monitor>,
-    /// Redis cluster link, in cluster mode.
-    pub cluster: Option<Arc<RedisCluster>>,
-}
 
 fn random_secret() -> Vec<u8> {
     let mut secret = Vec::with_capacity(32);
@@ -141,13 +116,13 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     };
     let http = match &app.config.tls {
         Some(tls) => tokio::spawn(crate::tls::serve_https(
-            crate::api::routes(app.clone()),
+            crate::routes::all(app.clone()),
             http_listener,
             tls.acceptor(),
             http_stopped,
         )),
         None => tokio::spawn(
-            warp::serve(crate::api::routes(app.clone()))
+            warp::serve(crate::routes::all(app.clone()))
                 .incoming(http_listener)
                 .graceful(http_stopped)
                 .run(),

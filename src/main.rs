@@ -3,12 +3,18 @@
 //! One process serves the HTTP API (tokens, rooms, operations) and the signaling WebSocket
 //! on a separate port. See `README.md` and `docs/` for the contract.
 
+mod access;
 mod allocator;
 mod api;
 mod app;
 mod config;
+mod http;
 mod janitor;
 mod ops;
+mod passwords;
+mod rooms;
+mod routes;
+mod state;
 mod tls;
 mod web;
 
