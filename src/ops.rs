@@ -1,5 +1,5 @@
-//! Operational endpoints (SPEC 3.3): `/health`, `/stats`, `/metrics` and the admin cleanup
-//! and memory-threshold calls.
+//! Operational endpoints (`docs/operations.md`): `/health`, `/stats`, `/metrics` and the
+//! admin cleanup and memory-threshold calls.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
