@@ -28,7 +28,8 @@ impl App {
         }
     }
 
-    /// Admin-only calls: 403 while no admin key is configured, 401 without the right key.
+    /// Admin-only calls: 403 while no admin key is configured or with a valid room token,
+    /// 401 without a valid credential.
     pub fn require_admin(&self, authorization: &Option<String>) -> Result<(), ApiError> {
         if self.config.admin_api_key.is_none() {
             return Err(ApiError::forbidden(
@@ -37,6 +38,10 @@ impl App {
         }
         if self.is_admin(authorization) {
             Ok(())
+        } else if self.room_token_claims(authorization).is_some() {
+            Err(ApiError::forbidden(
+                "a room token does not allow admin calls",
+            ))
         } else {
             Err(ApiError::unauthorized("a valid admin API key is required"))
         }

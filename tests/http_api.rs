@@ -1071,3 +1071,54 @@ async fn cors_allows_only_configured_origins() {
         "foreign origin allowed: {allow:?}"
     );
 }
+
+#[tokio::test]
+async fn admin_calls_with_a_valid_room_token_are_forbidden_not_unauthorized() {
+    let server = Server::start(&[("ADMIN_API_KEY", ADMIN_KEY)]);
+    let room_token = server.token("u1", "r1").await;
+    let host_token = server
+        .create_room(json!({"roomId": "r2", "roomName": "R", "hostId": "h"}))
+        .await["hostToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let now = now_secs();
+    let expired = forge_token(JWT_SECRET, &claims("u1", "r1", now - 7200, now - 3600));
+    let thresholds = json!({"warningMb": 100000, "criticalMb": 200000});
+    let calls = [
+        (reqwest::Method::GET, "/api/rooms", None),
+        (
+            reqwest::Method::POST,
+            "/api/admin/cleanup?level=normal",
+            None,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/admin/memory-thresholds",
+            Some(&thresholds),
+        ),
+    ];
+    for (method, path, body) in calls {
+        for token in [room_token.as_str(), host_token.as_str()] {
+            server
+                .request(method.clone(), path, Some(token), body)
+                .await
+                .assert_error(403, "FORBIDDEN");
+        }
+        // No credential, a wrong key or a token that is no longer valid: still 401.
+        for cred in [None, Some("wrong-key"), Some(expired.as_str())] {
+            server
+                .request(method.clone(), path, cred, body)
+                .await
+                .assert_error(401, "UNAUTHORIZED");
+        }
+        let r = server
+            .request(method.clone(), path, Some(ADMIN_KEY), body)
+            .await;
+        assert_eq!(
+            r.status, 200,
+            "{method} {path} with the admin key: {}",
+            r.body
+        );
+    }
+}
