@@ -129,6 +129,16 @@ pub fn check_id(field: &str, id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A room id taken from a URL path, where warp leaves it percent-encoded: decoded, then
+/// checked like any id (`docs/protocol.md#7-rooms-over-http`).
+pub fn path_id(field: &str, raw: &str) -> Result<String, ApiError> {
+    let id = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::invalid(format!("{field} is not UTF-8 once decoded")))?;
+    check_id(field, &id)?;
+    Ok(id.into_owned())
+}
+
 /// A display name, trimmed, or `400 INVALID_INPUT`; `None` stays `None`.
 pub fn check_name(field: &str, name: Option<&str>) -> Result<Option<String>, ApiError> {
     name.map(|n| {
@@ -226,4 +236,21 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         ApiError::invalid("bad request")
     };
     Ok(err.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_ids_are_decoded_before_they_are_checked() {
+        assert_eq!(path_id("roomId", "a%3Ab").unwrap(), "a:b");
+        assert_eq!(
+            path_id("roomId", "room-1_a.b:c@d").unwrap(),
+            "room-1_a.b:c@d"
+        );
+        for bad in ["bad%20id", "%FF", "a%2Fb", "", "%"] {
+            assert!(path_id("roomId", bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -1122,3 +1122,42 @@ async fn admin_calls_with_a_valid_room_token_are_forbidden_not_unauthorized() {
         );
     }
 }
+
+#[tokio::test]
+async fn malformed_room_ids_in_paths_are_invalid_input() {
+    let server = Server::start(&[("ADMIN_API_KEY", ADMIN_KEY)]);
+    let too_long = "a".repeat(129);
+    for id in ["bad%20id", "%C3%A4", "a%2Fb", "%FF", too_long.as_str()] {
+        server
+            .get(&format!("/api/rooms/{id}"))
+            .await
+            .assert_error(400, "INVALID_INPUT");
+        server
+            .get(&format!("/api/rooms/{id}/peers"))
+            .await
+            .assert_error(400, "INVALID_INPUT");
+        server
+            .delete(&format!("/api/rooms/{id}"), Some(ADMIN_KEY))
+            .await
+            .assert_error(400, "INVALID_INPUT");
+    }
+    // A well-formed id is decoded before it is looked up, and an unknown one is still 404.
+    server
+        .create_room(json!({"roomId": "team:a@b", "roomName": "T", "hostId": "h"}))
+        .await;
+    let r = server.get("/api/rooms/team%3Aa%40b").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["roomId"], "team:a@b");
+    assert_eq!(
+        server.get("/api/rooms/team%3Aa%40b/peers").await.status,
+        200
+    );
+    server
+        .get("/api/rooms/no-such-room")
+        .await
+        .assert_error(404, "ROOM_NOT_FOUND");
+    let r = server
+        .delete("/api/rooms/team%3Aa%40b", Some(ADMIN_KEY))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

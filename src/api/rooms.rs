@@ -1,4 +1,5 @@
 //! The room routes (`docs/protocol.md#7-rooms-over-http`): create, read, list and delete.
+//! Room ids in paths are decoded and checked before anything else (`400 INVALID_INPUT`).
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use switchboard_signaling::protocol::{CloseReason, CreateOptions, RoomMeta};
 
 use crate::http::{
     authorization, check_id, check_name, finish, json_response, limited_body, new_id, ok,
-    parse_body, ApiError, ApiResult,
+    parse_body, path_id, ApiError, ApiResult,
 };
 use crate::state::App;
 
@@ -84,7 +85,8 @@ async fn create_room_inner(app: &App, auth: &Option<String>, body: &Bytes) -> Ap
 
 /// The room named by a path, with its peers, if the caller may read it.
 async fn readable_room(id: &str, app: &App, auth: &Option<String>) -> Result<RoomMeta, ApiError> {
-    let room = app.room_meta(id, true).await?;
+    let id = path_id("roomId", id)?;
+    let room = app.room_meta(&id, true).await?;
     app.may_read(&room, auth)?;
     Ok(room)
 }
@@ -108,6 +110,7 @@ async fn get_peers(id: String, app: Arc<App>, auth: Option<String>) -> Response 
 async fn delete_room(id: String, app: Arc<App>, auth: Option<String>) -> Response {
     finish(
         async {
+            let id = path_id("roomId", &id)?;
             let admin = app.is_admin(&auth);
             let claims = if admin {
                 None
