@@ -21,11 +21,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The reconnect hint sent with `server-shutdown`.
 const RECONNECT_AFTER: Duration = Duration::from_secs(2);
 
-fn random_secret() -> Vec<u8> {
-    let mut secret = Vec::with_capacity(32);
-    secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    secret
+/// A key for room tokens when `JWT_SECRET` is not set: 32 bytes from the OS.
+fn random_secret() -> std::io::Result<[u8; 32]> {
+    let mut secret = [0; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| std::io::Error::other(format!("no random token key: {e}")))?;
+    Ok(secret)
 }
 
 /// Runs the server until SIGINT/SIGTERM, then drains.
@@ -37,7 +38,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
                 "JWT_SECRET is not set: using a random key; tokens will not survive a restart \
                  and cannot be shared between instances"
             );
-            TokenKeys::new(&random_secret())
+            TokenKeys::new(&random_secret()?)
         }
     };
 
