@@ -15,43 +15,19 @@ use switchboard_signaling::directory::Directory;
 use switchboard_signaling::{Registry, SignalingServer, Stats};
 
 use crate::config::Config;
+use crate::state::App;
 
 /// How long a drain waits for peers to go before exiting anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The reconnect hint sent with `server-shutdown`.
 const RECONNECT_AFTER: Duration = Duration::from_secs(2);
 
-/// State shared by the HTTP handlers.
-pub struct App {
-    /// The configuration.
-    pub config: Config,
-    /// Room token keys.
-    pub keys: TokenKeys,
-    /// Rooms and peers.
-    pub registry: Arc<Registry>,
-    /// Signaling counters.
-    pub stats: Arc<Stats>,
-    /// The port the signaling server actually listens on.
-    pub signaling_port: u16,
-    /// Process start.
-    pub started: Instant,
-    /// Tokens issued since start.
-    pub tokens_issued: AtomicU64,
-    /// Concurrent password hash computations allowed.
-    pub password_slots: Semaphore,
-    /// Set once a shutdown signal arrived.
-    pub draining: AtomicBool,
-    /// Memory sampling, pressure level and cleanup.
-    pub monitor: Arc<Monitor>,
-    /// Rooms as the HTTP API sees them (cluster-wide in cluster mode).
-    pub rooms: Directory,
-}
-
-fn random_secret() -> Vec<u8> {
-    let mut secret = Vec::with_capacity(32);
-    secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    secret
+/// A key for room tokens when `JWT_SECRET` is not set: 32 bytes from the OS.
+fn random_secret() -> std::io::Result<[u8; 32]> {
+    let mut secret = [0; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| std::io::Error::other(format!("no random token key: {e}")))?;
+    Ok(secret)
 }
 
 /// Runs the server until SIGINT/SIGTERM, then drains.
@@ -63,7 +39,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
                 "JWT_SECRET is not set: using a random key; tokens will not survive a restart \
                  and cannot be shared between instances"
             );
-            TokenKeys::new(&random_secret())
+            TokenKeys::new(&random_secret()?)
         }
     };
 
@@ -135,7 +111,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let heartbeats = tokio::spawn(signaling.clone().run_heartbeats());
     let sweeper = tokio::spawn(registry.clone().run_sweeper());
     let memory = tokio::spawn(monitor.run());
-    tokio::spawn(crate::trim_allocator_every(
+    tokio::spawn(crate::allocator::trim_every(
         app.config.memory_check_interval,
     ));
 
@@ -145,13 +121,13 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     };
     let http = match &app.config.tls {
         Some(tls) => tokio::spawn(crate::tls::serve_https(
-            crate::api::routes(app.clone()),
+            crate::routes::all(app.clone()),
             http_listener,
             tls.acceptor(),
             http_stopped,
         )),
         None => tokio::spawn(
-            warp::serve(crate::api::routes(app.clone()))
+            warp::serve(crate::routes::all(app.clone()))
                 .incoming(http_listener)
                 .graceful(http_stopped)
                 .run(),

@@ -8,6 +8,8 @@ use std::time::Duration;
 use switchboard_auth::IceConfig;
 use switchboard_signaling::SignalingConfig;
 
+use crate::tls::{TlsError, TlsSettings};
+
 /// A setting that cannot be used, named by its variable.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {var}: {problem}")]
@@ -16,6 +18,15 @@ pub struct ConfigError {
     pub var: &'static str,
     /// What is wrong with it (never its value, which may be secret).
     pub problem: String,
+}
+
+impl From<TlsError> for ConfigError {
+    fn from(e: TlsError) -> Self {
+        match e {
+            TlsError::Cert(problem) => Env::err("TLS_CERT_PATH", problem),
+            TlsError::Key(problem) => Env::err("TLS_KEY_PATH", problem),
+        }
+    }
 }
 
 /// How logs are written.
@@ -61,7 +72,7 @@ pub struct Config {
     /// Log output format.
     pub log_format: LogFormat,
     /// Certificate and key for `https://` and `wss://` on both ports, when configured.
-    pub tls: Option<crate::tls::TlsSettings>,
+    pub tls: Option<TlsSettings>,
     /// Signaling limits and timings.
     pub signaling: SignalingConfig,
 }
@@ -275,9 +286,7 @@ impl Config {
                     "must be set when TLS_KEY_PATH is",
                 ))
             }
-            (Some(cert), Some(key)) => {
-                Some(crate::tls::TlsSettings::load(cert.trim(), key.trim())?)
-            }
+            (Some(cert), Some(key)) => Some(TlsSettings::load(cert.trim(), key.trim())?),
         };
 
         let signaling = SignalingConfig {

@@ -1,5 +1,5 @@
-//! Operational endpoints (SPEC 3.3): `/health`, `/stats`, `/metrics` and the admin cleanup
-//! and memory-threshold calls.
+//! Operational endpoints (`docs/operations.md`): `/health`, `/stats`, `/metrics` and the
+//! admin cleanup and memory-threshold calls.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -14,8 +14,8 @@ use switchboard_monitoring::metrics::{self, HistogramSnapshot, Snapshot};
 use switchboard_monitoring::{CleanupLevel, Level, Thresholds};
 use switchboard_signaling::broker::BrokerStatus;
 
-use crate::api::{finish, json_response, ApiError};
-use crate::app::App;
+use crate::http::{authorization, finish, json_response, limited_body, parse_body, ApiError};
+use crate::state::App;
 
 fn pressure_str(level: Level) -> &'static str {
     match level {
@@ -204,7 +204,7 @@ struct ThresholdsBody {
 async fn set_thresholds(app: Arc<App>, auth: Option<String>, body: bytes::Bytes) -> Response {
     finish((|| {
         app.require_admin(&auth)?;
-        let t: ThresholdsBody = crate::api::parse_body(&body)?;
+        let t: ThresholdsBody = parse_body(&body)?;
         let (Some(warning_mb), Some(critical_mb)) = (t.warning_mb, t.critical_mb) else {
             return Err(ApiError::invalid("warningMb and criticalMb are required"));
         };
@@ -228,7 +228,6 @@ pub fn routes(
     app: Arc<App>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let with_app = warp::any().map(move || app.clone());
-    let auth = warp::header::optional::<String>("authorization");
     let health = warp::path!("health")
         .and(warp::get())
         .and(with_app.clone())
@@ -246,13 +245,13 @@ pub fn routes(
         .and(warp::post())
         .and(warp::query::<CleanupQuery>())
         .and(with_app.clone())
-        .and(auth)
+        .and(authorization())
         .then(cleanup);
     let thresholds = warp::path!("api" / "admin" / "memory-thresholds")
         .and(warp::put())
         .and(with_app)
-        .and(auth)
-        .and(crate::api::limited_body())
+        .and(authorization())
+        .and(limited_body())
         .then(set_thresholds);
     health
         .or(stats)

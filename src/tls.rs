@@ -17,10 +17,19 @@ use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 use warp::Filter;
 
-use crate::config::ConfigError;
-
 /// How long a client may take to finish the TLS handshake on the HTTP port.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a certificate chain or key cannot be used, naming the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate chain (`TLS_CERT_PATH`).
+    #[error("{0}")]
+    Cert(String),
+    /// The private key (`TLS_KEY_PATH`).
+    #[error("{0}")]
+    Key(String),
+}
 
 /// A loaded certificate chain and key, ready to accept connections.
 #[derive(Clone)]
@@ -37,37 +46,22 @@ impl std::fmt::Debug for TlsSettings {
 
 impl TlsSettings {
     /// Reads a PEM certificate chain and a PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub fn load(cert_path: &str, key_path: &str) -> Result<Self, ConfigError> {
-        let err = |var: &'static str, problem: String| ConfigError { var, problem };
+    pub fn load(cert_path: &str, key_path: &str) -> Result<Self, TlsError> {
         let certs = CertificateDer::pem_file_iter(cert_path)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| {
-                err(
-                    "TLS_CERT_PATH",
-                    format!("cannot read a PEM certificate chain: {e}"),
-                )
-            })?;
+            .map_err(|e| TlsError::Cert(format!("cannot read a PEM certificate chain: {e}")))?;
         if certs.is_empty() {
-            return Err(err("TLS_CERT_PATH", "holds no PEM certificate".into()));
+            return Err(TlsError::Cert("holds no PEM certificate".into()));
         }
-        let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
-            err(
-                "TLS_KEY_PATH",
-                format!("cannot read a PEM private key: {e}"),
-            )
-        })?;
+        let key = PrivateKeyDer::from_pem_file(key_path)
+            .map_err(|e| TlsError::Key(format!("cannot read a PEM private key: {e}")))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| err("TLS_CERT_PATH", format!("TLS setup failed: {e}")))?
+            .map_err(|e| TlsError::Cert(format!("TLS setup failed: {e}")))?
             .with_no_client_auth()
             .with_single_cert(certs, key)
-            .map_err(|e| {
-                err(
-                    "TLS_KEY_PATH",
-                    format!("does not match the certificate: {e}"),
-                )
-            })?;
+            .map_err(|e| TlsError::Key(format!("does not match the certificate: {e}")))?;
         // HTTP/1.1 on both ports: the WebSocket upgrade needs it.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {

@@ -1071,3 +1071,93 @@ async fn cors_allows_only_configured_origins() {
         "foreign origin allowed: {allow:?}"
     );
 }
+
+#[tokio::test]
+async fn admin_calls_with_a_valid_room_token_are_forbidden_not_unauthorized() {
+    let server = Server::start(&[("ADMIN_API_KEY", ADMIN_KEY)]);
+    let room_token = server.token("u1", "r1").await;
+    let host_token = server
+        .create_room(json!({"roomId": "r2", "roomName": "R", "hostId": "h"}))
+        .await["hostToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let now = now_secs();
+    let expired = forge_token(JWT_SECRET, &claims("u1", "r1", now - 7200, now - 3600));
+    let thresholds = json!({"warningMb": 100000, "criticalMb": 200000});
+    let calls = [
+        (reqwest::Method::GET, "/api/rooms", None),
+        (
+            reqwest::Method::POST,
+            "/api/admin/cleanup?level=normal",
+            None,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/admin/memory-thresholds",
+            Some(&thresholds),
+        ),
+    ];
+    for (method, path, body) in calls {
+        for token in [room_token.as_str(), host_token.as_str()] {
+            server
+                .request(method.clone(), path, Some(token), body)
+                .await
+                .assert_error(403, "FORBIDDEN");
+        }
+        // No credential, a wrong key or a token that is no longer valid: still 401.
+        for cred in [None, Some("wrong-key"), Some(expired.as_str())] {
+            server
+                .request(method.clone(), path, cred, body)
+                .await
+                .assert_error(401, "UNAUTHORIZED");
+        }
+        let r = server
+            .request(method.clone(), path, Some(ADMIN_KEY), body)
+            .await;
+        assert_eq!(
+            r.status, 200,
+            "{method} {path} with the admin key: {}",
+            r.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_room_ids_in_paths_are_invalid_input() {
+    let server = Server::start(&[("ADMIN_API_KEY", ADMIN_KEY)]);
+    let too_long = "a".repeat(129);
+    for id in ["bad%20id", "%C3%A4", "a%2Fb", "%FF", too_long.as_str()] {
+        server
+            .get(&format!("/api/rooms/{id}"))
+            .await
+            .assert_error(400, "INVALID_INPUT");
+        server
+            .get(&format!("/api/rooms/{id}/peers"))
+            .await
+            .assert_error(400, "INVALID_INPUT");
+        server
+            .delete(&format!("/api/rooms/{id}"), Some(ADMIN_KEY))
+            .await
+            .assert_error(400, "INVALID_INPUT");
+    }
+    // A well-formed id is decoded before it is looked up, and an unknown one is still 404.
+    server
+        .create_room(json!({"roomId": "team:a@b", "roomName": "T", "hostId": "h"}))
+        .await;
+    let r = server.get("/api/rooms/team%3Aa%40b").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["roomId"], "team:a@b");
+    assert_eq!(
+        server.get("/api/rooms/team%3Aa%40b/peers").await.status,
+        200
+    );
+    server
+        .get("/api/rooms/no-such-room")
+        .await
+        .assert_error(404, "ROOM_NOT_FOUND");
+    let r = server
+        .delete("/api/rooms/team%3Aa%40b", Some(ADMIN_KEY))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
