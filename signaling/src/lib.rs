@@ -10,6 +10,7 @@
 //! - [`server`] accepts TCP connections, performs the checked WebSocket upgrade and runs
 //!   one reader loop plus one writer task per connection.
 //! - `yjs` speaks the y-webrtc topic protocol on `/yjs` over the same connections.
+//! - [`topics`] keeps which connections follow which `/yjs` topic, for the registry.
 
 pub mod bus;
 pub mod cluster;
@@ -25,6 +26,7 @@ pub mod registry;
 pub mod server;
 pub mod stats;
 mod time;
+pub mod topics;
 pub mod yjs;
 
 pub use config::SignalingConfig;

@@ -326,7 +326,7 @@ pub struct Registry {
     refuse_new_rooms: AtomicBool,
     next_conn_id: AtomicU64,
     cluster: OnceLock<Arc<dyn ClusterLink>>,
-    yjs: crate::yjs::Hub,
+    yjs: crate::topics::Hub,
     // Anchor for turning `Instant`s into wall-clock milliseconds.
     epoch: (Instant, u64),
 }
@@ -347,7 +347,7 @@ impl Registry {
             refuse_new_rooms: AtomicBool::new(false),
             next_conn_id: AtomicU64::new(1),
             cluster: OnceLock::new(),
-            yjs: crate::yjs::Hub::default(),
+            yjs: crate::topics::Hub::default(),
             epoch: (Instant::now(), now_ms()),
         })
     }
