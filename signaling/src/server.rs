@@ -84,35 +84,11 @@ fn refusal(status: StatusCode, code: &str, message: &str) -> ErrorResponse {
     resp
 }
 
-/// The value of `name` in a query string, percent-decoded.
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The `token` parameter of a query string, decoded.
+fn token_param(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.into_owned())
 }
 
 impl SignalingServer {
@@ -329,7 +305,7 @@ async fn handle(shared: Arc<Shared>, stream: Io, peer: SocketAddr) {
                 ));
             }
         }
-        if let Some(token) = req.uri().query().and_then(|q| query_param(q, "token")) {
+        if let Some(token) = req.uri().query().and_then(token_param) {
             match shared.keys.verify(&token) {
                 Ok(c) => claims = Some(c),
                 Err(e) => {
@@ -381,13 +357,11 @@ mod tests {
 
     #[test]
     fn query_token_is_found_and_decoded() {
-        assert_eq!(
-            query_param("a=1&token=x.y.z", "token").as_deref(),
-            Some("x.y.z")
-        );
-        assert_eq!(query_param("token=a%2Eb", "token").as_deref(), Some("a.b"));
-        assert_eq!(query_param("tokens=1", "token"), None);
-        assert_eq!(query_param("token=%", "token").as_deref(), Some("%"));
-        assert_eq!(query_param("token=%4", "token").as_deref(), Some("%4"));
+        assert_eq!(token_param("a=1&token=x.y.z").as_deref(), Some("x.y.z"));
+        assert_eq!(token_param("token=a%2Eb").as_deref(), Some("a.b"));
+        assert_eq!(token_param("token=a+b").as_deref(), Some("a b"));
+        assert_eq!(token_param("tokens=1"), None);
+        assert_eq!(token_param("token=%").as_deref(), Some("%"));
+        assert_eq!(token_param("token=%4").as_deref(), Some("%4"));
     }
 }
