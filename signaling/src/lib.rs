@@ -8,7 +8,7 @@
 //! - [`outbox`] is the bounded per-connection send queue that keeps a slow reader from
 //!   slowing anybody else.
 //! - [`server`] accepts TCP connections, performs the checked WebSocket upgrade, sends
-//!   heartbeats and drains.
+//!   heartbeats and drains; it tracks every connection task for a structured shutdown.
 //! - [`ws`] is a connection after its upgrade: one reader loop with the per-connection
 //!   limits, generic over the protocol (`/ws` native, by phase, or `/yjs`), and one writer.
 //! - [`topics`] keeps which connections follow which `/yjs` topic, for the registry.

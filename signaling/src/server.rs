@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::task::TaskTracker;
 
 use crate::conn::{Conn, KillReason};
 use crate::error::ErrorCode;
@@ -115,6 +116,7 @@ impl SignalingServer {
             registry,
             stats,
             keys,
+            tasks: TaskTracker::new(),
         });
         Self {
             inner: Arc::new(Inner {
@@ -126,7 +128,8 @@ impl SignalingServer {
         }
     }
 
-    /// Accepts connections until the returned future is dropped.
+    /// Accepts connections until the returned future is dropped. Each connection runs in a
+    /// task of its own, tracked for [`wait_closed`](Self::wait_closed).
     pub async fn serve(self, listener: TcpListener) {
         self.serve_with(listener, None).await
     }
@@ -143,11 +146,12 @@ impl SignalingServer {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let inner = self.inner.clone();
+                    let tasks = &self.inner.shared.tasks;
                     let Some(tls) = tls.clone() else {
-                        tokio::spawn(handle(inner, Box::new(stream), peer));
+                        tasks.spawn(handle(inner, Box::new(stream), peer));
                         continue;
                     };
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         let timeout = inner.shared.registry.config().auth_timeout;
                         match tokio::time::timeout(timeout, tls.accept(stream)).await {
                             Ok(Ok(stream)) => handle(inner, Box::new(stream), peer).await,
@@ -225,6 +229,15 @@ impl SignalingServer {
             conn.send_native(&frame);
             conn.terminate(KillReason::Shutdown);
         }
+    }
+
+    /// Resolves once every connection task has ended, its writer included. Meant for after
+    /// [`drain`](Self::drain): connections accepted meanwhile (to be refused) are waited
+    /// for too, and those are quick.
+    pub async fn wait_closed(&self) {
+        let tasks = &self.inner.shared.tasks;
+        tasks.close();
+        tasks.wait().await;
     }
 
     /// Open connections.

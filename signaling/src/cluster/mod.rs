@@ -27,6 +27,8 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::bus::{
     BoxFuture, ClusterLink, Event, Grant, JoinRequest, Op, Store, WireMember, WireStatus,
@@ -424,17 +426,27 @@ impl RedisCluster {
     }
 
     /// Binds the cluster to the registry and starts its tasks (publisher, subscriber,
-    /// liveness). Returns the task handles.
-    pub fn start(self: &Arc<Self>, registry: Arc<Registry>) -> Vec<tokio::task::JoinHandle<()>> {
+    /// liveness) until `stop` is cancelled: then the subscriber and liveness stop at once,
+    /// and the publisher sends what is already queued (the leaves of a drain) and ends.
+    /// Returns the closed tracker of those tasks, to wait for.
+    pub fn start(
+        self: &Arc<Self>,
+        registry: Arc<Registry>,
+        stop: CancellationToken,
+    ) -> TaskTracker {
         let _ = self.registry.set(registry.clone());
         registry.set_cluster(self.clone());
         let rx = self.ops_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let mut tasks = Vec::new();
+        let tasks = TaskTracker::new();
         if let Some(rx) = rx {
-            tasks.push(tokio::spawn(self.clone().publish_loop(rx)));
+            tasks.spawn(self.clone().publish_loop(rx, stop.clone()));
         }
-        tasks.push(tokio::spawn(self.clone().subscribe_loop()));
-        tasks.push(tokio::spawn(self.clone().liveness_loop()));
+        tasks.spawn(
+            stop.clone()
+                .run_until_cancelled_owned(self.clone().subscribe_loop()),
+        );
+        tasks.spawn(stop.run_until_cancelled_owned(self.clone().liveness_loop()));
+        tasks.close();
         tasks
     }
 
@@ -447,11 +459,17 @@ impl RedisCluster {
     /// Takes the queued operations in batches: each pass becomes one Redis pipeline, with
     /// everything for one instance packed into as few messages as possible. Order holds per
     /// instance (its messages are sent in order, and records keep their order inside one);
-    /// a Redis write is preceded by every message queued before it.
-    async fn publish_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Op>) {
+    /// a Redis write is preceded by every message queued before it. Once `stop` is
+    /// cancelled, it no longer waits: it sends what is queued and returns.
+    async fn publish_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Op>, stop: CancellationToken) {
         let mut ops = Vec::with_capacity(BATCH);
         let mut out = Outgoing::default();
-        while rx.recv_many(&mut ops, BATCH).await > 0 {
+        loop {
+            tokio::select! {
+                biased;
+                n = rx.recv_many(&mut ops, BATCH) => if n == 0 { return },
+                _ = stop.cancelled() => {}
+            }
             // Let the connections that are ready run first: what they queue in this turn
             // of the scheduler joins the same pipeline instead of waiting for the next.
             tokio::task::yield_now().await;
@@ -460,6 +478,9 @@ impl RedisCluster {
                     Ok(op) => ops.push(op),
                     Err(_) => break,
                 }
+            }
+            if ops.is_empty() {
+                return; // stopped, and nothing is left to send
             }
             if !self.is_healthy() {
                 // Redis is away: local peers go on; the state is re-published on return.

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::task::TaskTracker;
 
 use crate::registry::Registry;
 use crate::stats::Stats;
@@ -39,4 +40,6 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<Stats>,
     /// Verifies room tokens (`auth` on `/ws`).
     pub(crate) keys: TokenKeys,
+    /// Every connection task and writer task, so that a shutdown can wait for exactly them.
+    pub(crate) tasks: TaskTracker,
 }

@@ -75,7 +75,7 @@ pub(crate) async fn run<P: Protocol>(
     mut protocol: P,
 ) {
     let (sink, mut stream) = ws.split();
-    let writer = tokio::spawn(write_loop(sink, conn.clone()));
+    let writer = shared.tasks.spawn(write_loop(sink, conn.clone()));
     let cfg = shared.registry.config();
     let mut limits = Limits::new(cfg, Instant::now());
     let auth_deadline = tokio::time::sleep(cfg.auth_timeout);
