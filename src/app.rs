@@ -5,8 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::{BoxFuture, FutureExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use switchboard_auth::TokenKeys;
 use switchboard_monitoring::{Monitor, Thresholds};
@@ -21,6 +24,9 @@ use crate::state::App;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The reconnect hint sent with `server-shutdown`.
 const RECONNECT_AFTER: Duration = Duration::from_secs(2);
+/// How long the cluster publisher gets to send what the drain queued (Redis answers
+/// within 2 s or counts as unreachable).
+const CLUSTER_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A key for room tokens when `JWT_SECRET` is not set: 32 bytes from the OS.
 fn random_secret() -> std::io::Result<[u8; 32]> {
@@ -67,10 +73,12 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         None => Registry::new(signaling_config, stats.clone()),
     };
     let signaling = SignalingServer::new(registry.clone(), keys.clone());
+    // The cluster outlives the drain (departing peers are published through it), so it
+    // stops on a token of its own.
+    let stop_cluster = CancellationToken::new();
     let cluster_tasks = cluster
         .as_ref()
-        .map(|c| c.start(registry.clone()))
-        .unwrap_or_default();
+        .map(|c| c.start(registry.clone(), stop_cluster.clone()));
 
     let janitor = Arc::new(crate::janitor::Rooms {
         registry: registry.clone(),
@@ -100,20 +108,24 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         config,
     });
 
-    let accept = match &app.config.tls {
-        Some(tls) => tokio::spawn(
-            signaling
-                .clone()
-                .serve_tls(signaling_listener, tls.acceptor()),
-        ),
-        None => tokio::spawn(signaling.clone().serve(signaling_listener)),
+    // What serves connections runs until `stop`, which comes once the drain is over.
+    let stop = CancellationToken::new();
+    let background = TaskTracker::new();
+    let until_stopped = |task: BoxFuture<'static, ()>| {
+        background.spawn(stop.clone().run_until_cancelled_owned(task));
     };
-    let heartbeats = tokio::spawn(signaling.clone().run_heartbeats());
-    let sweeper = tokio::spawn(registry.clone().run_sweeper());
-    let memory = tokio::spawn(monitor.run());
-    tokio::spawn(crate::allocator::trim_every(
-        app.config.memory_check_interval,
-    ));
+    until_stopped(match &app.config.tls {
+        Some(tls) => signaling
+            .clone()
+            .serve_tls(signaling_listener, tls.acceptor())
+            .boxed(),
+        None => signaling.clone().serve(signaling_listener).boxed(),
+    });
+    until_stopped(signaling.clone().run_heartbeats().boxed());
+    until_stopped(registry.clone().run_sweeper().boxed());
+    until_stopped(monitor.run().boxed());
+    until_stopped(crate::allocator::trim_every(app.config.memory_check_interval).boxed());
+    background.close();
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_stopped = async {
@@ -142,19 +154,29 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         "shutdown signal received, draining"
     );
     app.draining.store(true, Relaxed);
+    // docs/lifecycle.md#shutdown: refuse upgrades, tell every peer, wait for the closing
+    // handshakes (bounded), then stop what served them.
     signaling.drain(RECONNECT_AFTER);
-    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    while signaling.connections() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if tokio::time::timeout(DRAIN_TIMEOUT, signaling.wait_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = signaling.connections(),
+            "drain deadline passed; exiting with connections open"
+        );
     }
-    accept.abort();
-    heartbeats.abort();
-    sweeper.abort();
-    memory.abort();
-    // Leave the cluster tasks running until here: departing peers are published first.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    for task in cluster_tasks {
-        task.abort();
+    stop.cancel();
+    background.wait().await;
+    // The cluster last: its publisher sends the departures the drain queued, then ends.
+    stop_cluster.cancel();
+    if let Some(tasks) = cluster_tasks {
+        if tokio::time::timeout(CLUSTER_FLUSH_TIMEOUT, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("cluster publisher did not finish in time; exiting anyway");
+        }
     }
     let _ = stop_http.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;

@@ -396,6 +396,28 @@ async fn killed_instance_peers_leave_within_the_documented_bound() {
     assert_eq!(room["peerCount"], 1, "ghost peer left in Redis: {room}");
 }
 
+/// A drained instance publishes what its drain changed before it exits: the others see its
+/// peers as reconnecting at once, not only once the instance stops answering.
+#[tokio::test]
+async fn drained_instance_publishes_its_peers_departure_before_exiting() {
+    let (_redis, mut a, b) = pair().await;
+    let (mut leaving, _) = join_via(&a, &a, "leaving", "r1").await;
+    let (_staying, _) = join_via(&b, &b, "staying", "r1").await;
+    leaving.recv_type("peer-joined").await;
+    a.terminate();
+    let (_, code) = leaving.drain_until_close(Duration::from_secs(5)).await;
+    assert_eq!(code, 1001);
+    let status = a.wait_exit(Duration::from_secs(10)).expect("exit");
+    assert!(status.success(), "{status:?}");
+    // Well within INSTANCE_TIMEOUT_SECONDS (6): only the drain's own publish can say this.
+    let room = b.get_auth("/api/rooms/r1", ADMIN).await.body;
+    let peer = room["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["userId"] == "leaving"))
+        .unwrap_or_else(|| panic!("the drained peer keeps its place: {room}"));
+    assert_eq!(peer["status"], "reconnecting", "{room}");
+}
+
 #[tokio::test]
 async fn redis_outage_degrades_health_keeps_local_relay_and_recovers_from_empty_redis() {
     let (mut redis, a, b) = pair().await;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchboard_signaling::yjs::{decode, YjsMessage};
+use switchboard_signaling::ws::yjs::{decode, YjsMessage};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

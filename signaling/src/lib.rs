@@ -7,15 +7,19 @@
 //!   grace, host hand-over, deadlines. It never awaits while holding a lock.
 //! - [`outbox`] is the bounded per-connection send queue that keeps a slow reader from
 //!   slowing anybody else.
-//! - [`server`] accepts TCP connections, performs the checked WebSocket upgrade and runs
-//!   one reader loop plus one writer task per connection.
-//! - `yjs` speaks the y-webrtc topic protocol on `/yjs` over the same connections.
+//! - [`server`] accepts TCP connections, performs the checked WebSocket upgrade, sends
+//!   heartbeats and drains; it tracks every connection task for a structured shutdown.
+//! - [`ws`] is a connection after its upgrade: one reader loop with the per-connection
+//!   limits, generic over the protocol (`/ws` native, by phase, or `/yjs`), and one writer.
+//! - [`topics`] keeps which connections follow which `/yjs` topic, for the registry.
+//!
+//! Modules depend downwards only: `server` → `ws` → `registry` → `topics`, `conn`,
+//! `protocol`, and none of these back.
 
 pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod conn;
-mod connection;
 pub mod directory;
 pub mod error;
 pub mod ids;
@@ -27,7 +31,8 @@ pub mod room;
 pub mod server;
 pub mod stats;
 pub mod time;
-pub mod yjs;
+pub mod topics;
+pub mod ws;
 
 pub use config::SignalingConfig;
 pub use error::ErrorCode;

@@ -1,5 +1,7 @@
 //! The signaling port: TCP accept loop, the checked WebSocket upgrade (path `/ws` or
-//! `/yjs`, connection limits, `Origin`, `?token=`), the heartbeat task and draining.
+//! `/yjs`, connection limits, `Origin`, `?token=`; `docs/protocol.md#2-connect-and-authenticate`),
+//! the heartbeat task and draining (`docs/lifecycle.md#shutdown`). What a connection does
+//! after its upgrade is [`crate::ws`]'s.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -7,19 +9,20 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::task::TaskTracker;
 
-use crate::conn::KillReason;
+use crate::conn::{Conn, KillReason};
+use crate::error::ErrorCode;
 use crate::protocol::{Heartbeat, Reason, ServerMessage, Shutdown};
 use crate::registry::Registry;
-use crate::stats::Stats;
 use crate::time::now_ms;
+use crate::ws::{native, reader, yjs, Io, Shared};
 use switchboard_auth::{Claims, TokenKeys};
 
 /// Read buffer per connection. tungstenite's default (128 KiB, allocated eagerly) would
@@ -30,19 +33,9 @@ pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 /// batch anyway, so this only bounds how much one batch holds before hitting the socket.
 pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
-/// A connection's byte stream: plain TCP, or TLS over TCP (`wss://`).
-pub(crate) type Io = Box<dyn IoStream>;
-
-/// What a connection's byte stream must be.
-pub(crate) trait IoStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> IoStream for T {}
-
-/// State shared by the accept loop and every connection.
-pub(crate) struct Shared {
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) keys: TokenKeys,
+/// The accept loop's state: what connections share, and the admission limits.
+struct Inner {
+    shared: Arc<Shared>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     draining: AtomicBool,
     ws_config: WebSocketConfig,
@@ -51,19 +44,19 @@ pub(crate) struct Shared {
 /// The WebSocket signaling server.
 #[derive(Clone)]
 pub struct SignalingServer {
-    shared: Arc<Shared>,
+    inner: Arc<Inner>,
 }
 
 /// Holds one slot of the connection limits for as long as a connection lives.
 struct Slot {
-    shared: Arc<Shared>,
+    inner: Arc<Inner>,
     ip: IpAddr,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.shared.stats.connections.fetch_sub(1, Relaxed);
-        let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        self.inner.shared.stats.connections.fetch_sub(1, Relaxed);
+        let mut per_ip = self.inner.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -84,35 +77,28 @@ fn refusal(status: StatusCode, code: &str, message: &str) -> ErrorResponse {
     resp
 }
 
-/// The value of `name` in a query string, percent-decoded.
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v))
-    })
+/// The `token` parameter of a query string, decoded.
+fn token_param(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.into_owned())
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
+/// `force-leave` for a peer silent too long; it is closed with 4011 after it.
+fn force_leave() -> Utf8Bytes {
+    ServerMessage::ForceLeave {
+        data: Reason {
+            reason: "heartbeat_timeout",
+        },
     }
-    String::from_utf8_lossy(&out).into_owned()
+    .encode()
+    .into()
+}
+
+/// Ends a silent connection as a heartbeat timeout (`docs/lifecycle.md`).
+fn disconnect(conn: &Conn, force_leave: &Utf8Bytes) {
+    conn.send_native(force_leave);
+    conn.terminate(KillReason::HeartbeatTimeout);
 }
 
 impl SignalingServer {
@@ -126,11 +112,15 @@ impl SignalingServer {
             .max_message_size(Some(cfg.max_message_bytes))
             .max_frame_size(Some(cfg.max_message_bytes));
         let stats = registry.stats().clone();
+        let shared = Arc::new(Shared {
+            registry,
+            stats,
+            keys,
+            tasks: TaskTracker::new(),
+        });
         Self {
-            shared: Arc::new(Shared {
-                registry,
-                stats,
-                keys,
+            inner: Arc::new(Inner {
+                shared,
                 per_ip: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
                 ws_config,
@@ -138,7 +128,8 @@ impl SignalingServer {
         }
     }
 
-    /// Accepts connections until the returned future is dropped.
+    /// Accepts connections until the returned future is dropped. Each connection runs in a
+    /// task of its own, tracked for [`wait_closed`](Self::wait_closed).
     pub async fn serve(self, listener: TcpListener) {
         self.serve_with(listener, None).await
     }
@@ -154,15 +145,16 @@ impl SignalingServer {
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let shared = self.shared.clone();
+                    let inner = self.inner.clone();
+                    let tasks = &self.inner.shared.tasks;
                     let Some(tls) = tls.clone() else {
-                        tokio::spawn(handle(shared, Box::new(stream), peer));
+                        tasks.spawn(handle(inner, Box::new(stream), peer));
                         continue;
                     };
-                    tokio::spawn(async move {
-                        let timeout = shared.registry.config().auth_timeout;
+                    tasks.spawn(async move {
+                        let timeout = inner.shared.registry.config().auth_timeout;
                         match tokio::time::timeout(timeout, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => handle(shared, Box::new(stream), peer).await,
+                            Ok(Ok(stream)) => handle(inner, Box::new(stream), peer).await,
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, %peer, "TLS handshake failed")
                             }
@@ -182,7 +174,8 @@ impl SignalingServer {
     /// Sends heartbeats and pings every interval and force-leaves silent peers, until the
     /// returned future is dropped.
     pub async fn run_heartbeats(self) {
-        let cfg = self.shared.registry.config();
+        let shared = &self.inner.shared;
+        let cfg = shared.registry.config();
         let (interval, timeout) = (cfg.heartbeat_interval, cfg.peer_timeout.as_millis() as u64);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -194,18 +187,11 @@ impl SignalingServer {
             }
             .encode()
             .into();
-            let force_leave: Utf8Bytes = ServerMessage::ForceLeave {
-                data: Reason {
-                    reason: "heartbeat_timeout",
-                },
-            }
-            .encode()
-            .into();
-            for conn in self.shared.registry.conns() {
+            let force_leave = force_leave();
+            for conn in shared.registry.conns() {
                 if now.saturating_sub(conn.last_seen_ms()) > timeout {
-                    conn.send_native(&force_leave);
-                    conn.terminate(KillReason::HeartbeatTimeout);
-                    self.shared.stats.heartbeat_timeouts.fetch_add(1, Relaxed);
+                    disconnect(&conn, &force_leave);
+                    shared.stats.heartbeat_timeouts.fetch_add(1, Relaxed);
                 } else if conn.send_native(&beat) {
                     conn.ping();
                 }
@@ -218,18 +204,11 @@ impl SignalingServer {
     pub fn disconnect_silent(&self, silence: Duration) -> usize {
         let now = now_ms();
         let limit = silence.as_millis() as u64;
-        let force_leave: Utf8Bytes = ServerMessage::ForceLeave {
-            data: Reason {
-                reason: "heartbeat_timeout",
-            },
-        }
-        .encode()
-        .into();
+        let force_leave = force_leave();
         let mut n = 0;
-        for conn in self.shared.registry.conns() {
+        for conn in self.inner.shared.registry.conns() {
             if now.saturating_sub(conn.last_seen_ms()) > limit {
-                conn.send_native(&force_leave);
-                conn.terminate(KillReason::HeartbeatTimeout);
+                disconnect(&conn, &force_leave);
                 n += 1;
             }
         }
@@ -238,7 +217,7 @@ impl SignalingServer {
 
     /// Refuses new upgrades and tells every peer to reconnect later, closing with 1001.
     pub fn drain(&self, reconnect_after: Duration) {
-        self.shared.draining.store(true, Relaxed);
+        self.inner.draining.store(true, Relaxed);
         let frame: Utf8Bytes = ServerMessage::ServerShutdown {
             data: Shutdown {
                 reconnect_after_ms: reconnect_after.as_millis() as u64,
@@ -246,24 +225,35 @@ impl SignalingServer {
         }
         .encode()
         .into();
-        for conn in self.shared.registry.conns() {
+        for conn in self.inner.shared.registry.conns() {
             conn.send_native(&frame);
             conn.terminate(KillReason::Shutdown);
         }
     }
 
+    /// Resolves once every connection task has ended, its writer included. Meant for after
+    /// [`drain`](Self::drain): connections accepted meanwhile (to be refused) are waited
+    /// for too, and those are quick.
+    pub async fn wait_closed(&self) {
+        let tasks = &self.inner.shared.tasks;
+        tasks.close();
+        tasks.wait().await;
+    }
+
     /// Open connections.
     pub fn connections(&self) -> u64 {
-        self.shared.stats.connections.load(Relaxed)
+        self.inner.shared.stats.connections.load(Relaxed)
     }
 }
 
-fn acquire(
-    shared: &Arc<Shared>,
-    ip: IpAddr,
-) -> Result<Slot, (StatusCode, &'static str, &'static str)> {
+/// Why the limits refuse a connection: HTTP status, error code, message.
+type Refused = (StatusCode, &'static str, &'static str);
+
+/// Takes a slot of the connection limits for a connection from `ip`.
+fn acquire(inner: &Arc<Inner>, ip: IpAddr) -> Result<Slot, Refused> {
+    let shared = &inner.shared;
     let cfg = shared.registry.config();
-    if shared.draining.load(Relaxed) {
+    if inner.draining.load(Relaxed) {
         return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             "DRAINING",
@@ -278,7 +268,7 @@ fn acquire(
             "server is at its connection limit",
         ));
     }
-    let mut per_ip = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+    let mut per_ip = inner.per_ip.lock().unwrap_or_else(|p| p.into_inner());
     let n = per_ip.entry(ip).or_insert(0);
     if cfg.max_connections_per_ip.is_some_and(|max| *n >= max) {
         drop(per_ip);
@@ -291,72 +281,90 @@ fn acquire(
     }
     *n += 1;
     Ok(Slot {
-        shared: shared.clone(),
+        inner: inner.clone(),
         ip,
     })
 }
 
-#[allow(clippy::result_large_err)] // the callback type is tungstenite's
-async fn handle(shared: Arc<Shared>, stream: Io, peer: SocketAddr) {
-    let slot = acquire(&shared, peer.ip());
-    let refused = slot.as_ref().err().copied();
-    let mut claims: Option<Claims> = None;
-    let mut path_ok = false;
-    let mut yjs = false;
-    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        if !matches!(req.uri().path(), "/ws" | "/yjs") {
+/// What an admitted upgrade asked for.
+enum Endpoint {
+    /// `/ws`, authenticated already when the upgrade carried a token.
+    Native(Option<Claims>),
+    /// `/yjs`, which always carries a token.
+    Yjs(Claims),
+}
+
+/// Checks an upgrade request: its path, then the connection limits (`refused`), `Origin`
+/// and `?token=` (`docs/protocol.md#2-connect-and-authenticate`, `docs/yjs.md`).
+#[allow(clippy::result_large_err)] // the error type is tungstenite's
+fn admit(
+    shared: &Shared,
+    refused: Option<Refused>,
+    req: &Request,
+) -> Result<Endpoint, ErrorResponse> {
+    let yjs = match req.uri().path() {
+        "/ws" => false,
+        "/yjs" => true,
+        _ => {
             return Err(refusal(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
                 "the signaling endpoints are /ws and /yjs",
-            ));
+            ))
         }
-        path_ok = true;
-        yjs = req.uri().path() == "/yjs";
-        if let Some((status, code, message)) = refused {
-            return Err(refusal(status, code, message));
-        }
-        if let (Some(allowed), Some(origin)) = (
-            &shared.registry.config().allowed_origins,
-            req.headers().get("origin"),
-        ) {
-            let origin = origin.to_str().unwrap_or("");
-            if !allowed.iter().any(|a| a == origin) {
-                return Err(refusal(
-                    StatusCode::FORBIDDEN,
-                    "FORBIDDEN",
-                    "origin not allowed",
-                ));
-            }
-        }
-        if let Some(token) = req.uri().query().and_then(|q| query_param(q, "token")) {
-            match shared.keys.verify(&token) {
-                Ok(c) => claims = Some(c),
-                Err(e) => {
-                    let code = crate::error::ErrorCode::from(e);
-                    return Err(refusal(
-                        StatusCode::UNAUTHORIZED,
-                        code.as_str(),
-                        &code.to_string(),
-                    ));
-                }
-            }
-        } else if yjs {
+    };
+    if let Some((status, code, message)) = refused {
+        return Err(refusal(status, code, message));
+    }
+    if let (Some(allowed), Some(origin)) = (
+        &shared.registry.config().allowed_origins,
+        req.headers().get("origin"),
+    ) {
+        let origin = origin.to_str().unwrap_or("");
+        if !allowed.iter().any(|a| a == origin) {
             return Err(refusal(
-                StatusCode::UNAUTHORIZED,
-                "AUTH_FAILED",
-                "/yjs requires ?token=<room token>",
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "origin not allowed",
             ));
         }
+    }
+    let claims = match req.uri().query().and_then(token_param) {
+        None => None,
+        Some(token) => Some(shared.keys.verify(&token).map_err(|e| {
+            let code = ErrorCode::from(e);
+            refusal(StatusCode::UNAUTHORIZED, code.as_str(), &code.to_string())
+        })?),
+    };
+    match (yjs, claims) {
+        (false, claims) => Ok(Endpoint::Native(claims)),
+        (true, Some(claims)) => Ok(Endpoint::Yjs(claims)),
+        (true, None) => Err(refusal(
+            StatusCode::UNAUTHORIZED,
+            "AUTH_FAILED",
+            "/yjs requires ?token=<room token>",
+        )),
+    }
+}
+
+/// One TCP connection: the checked upgrade, then the session its endpoint speaks.
+#[allow(clippy::result_large_err)] // the callback type is tungstenite's
+async fn handle(inner: Arc<Inner>, stream: Io, peer: SocketAddr) {
+    let shared = &inner.shared;
+    let slot = acquire(&inner, peer.ip());
+    let refused = slot.as_ref().err().copied();
+    let mut endpoint = None;
+    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        endpoint = Some(admit(shared, refused, req)?);
         Ok(resp)
     };
     let timeout = shared.registry.config().auth_timeout;
     let accept =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(shared.ws_config));
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(inner.ws_config));
     let ws = match tokio::time::timeout(timeout, accept).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, %peer, path_ok, "upgrade refused or failed");
+            tracing::debug!(error = %e, %peer, "upgrade refused or failed");
             return;
         }
         Err(_) => {
@@ -364,13 +372,22 @@ async fn handle(shared: Arc<Shared>, stream: Io, peer: SocketAddr) {
             return;
         }
     };
-    let Ok(slot) = slot else { return };
+    let (Ok(slot), Some(endpoint)) = (slot, endpoint) else {
+        return;
+    };
     shared.stats.connections_total.fetch_add(1, Relaxed);
     let conn = shared.registry.open_conn();
     tracing::debug!(%peer, conn = conn.id, "websocket open");
-    match claims {
-        Some(claims) if yjs => crate::yjs::run(shared.clone(), ws, conn, claims).await,
-        claims => crate::connection::run(shared.clone(), ws, conn, claims).await,
+    let shared = shared.clone();
+    match endpoint {
+        Endpoint::Yjs(claims) => {
+            let session = yjs::Session::new(shared.clone(), conn.clone(), claims);
+            reader::run(shared, ws, conn, session).await
+        }
+        Endpoint::Native(claims) => {
+            let session = native::Session::new(shared.clone(), conn.clone(), claims);
+            reader::run(shared, ws, conn, session).await
+        }
     }
     drop(slot);
 }
@@ -381,13 +398,11 @@ mod tests {
 
     #[test]
     fn query_token_is_found_and_decoded() {
-        assert_eq!(
-            query_param("a=1&token=x.y.z", "token").as_deref(),
-            Some("x.y.z")
-        );
-        assert_eq!(query_param("token=a%2Eb", "token").as_deref(), Some("a.b"));
-        assert_eq!(query_param("tokens=1", "token"), None);
-        assert_eq!(query_param("token=%", "token").as_deref(), Some("%"));
-        assert_eq!(query_param("token=%4", "token").as_deref(), Some("%4"));
+        assert_eq!(token_param("a=1&token=x.y.z").as_deref(), Some("x.y.z"));
+        assert_eq!(token_param("token=a%2Eb").as_deref(), Some("a.b"));
+        assert_eq!(token_param("token=a+b").as_deref(), Some("a b"));
+        assert_eq!(token_param("tokens=1"), None);
+        assert_eq!(token_param("token=%").as_deref(), Some("%"));
+        assert_eq!(token_param("token=%4").as_deref(), Some("%4"));
     }
 }

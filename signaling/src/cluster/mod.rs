@@ -29,6 +29,8 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::broker::{
     BoxFuture, Broker, BrokerStatus, Grant, JoinRequest, NewRoom, Op, SharedRooms,
@@ -155,16 +157,26 @@ impl RedisCluster {
     }
 
     /// Binds the cluster to the registry and starts its tasks (publisher, subscriber,
-    /// liveness). Returns the task handles.
-    pub fn start(self: &Arc<Self>, registry: Arc<Registry>) -> Vec<tokio::task::JoinHandle<()>> {
-        let _ = self.registry.set(registry.clone());
+    /// liveness) until `stop` is cancelled: then the subscriber and liveness stop at once,
+    /// and the publisher sends what is already queued (the leaves of a drain) and ends.
+    /// Returns the closed tracker of those tasks, to wait for.
+    pub fn start(
+        self: &Arc<Self>,
+        registry: Arc<Registry>,
+        stop: CancellationToken,
+    ) -> TaskTracker {
+        let _ = self.registry.set(registry);
         let rx = self.ops_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let mut tasks = Vec::new();
+        let tasks = TaskTracker::new();
         if let Some(rx) = rx {
-            tasks.push(tokio::spawn(self.clone().publish_loop(rx)));
+            tasks.spawn(self.clone().publish_loop(rx, stop.clone()));
         }
-        tasks.push(tokio::spawn(self.clone().subscribe_loop()));
-        tasks.push(tokio::spawn(self.clone().liveness_loop()));
+        tasks.spawn(
+            stop.clone()
+                .run_until_cancelled_owned(self.clone().subscribe_loop()),
+        );
+        tasks.spawn(stop.run_until_cancelled_owned(self.clone().liveness_loop()));
+        tasks.close();
         tasks
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
 
 use super::records::parse_members;
 use super::scripts::{eval, DELETE_IF_EMPTY_LUA, LEAVE_LUA, STATUS_LUA};
@@ -73,11 +74,21 @@ impl RedisCluster {
     /// Takes the queued operations in batches: each pass becomes one Redis pipeline, with
     /// everything for one instance packed into as few messages as possible. Order holds per
     /// instance (its messages are sent in order, and records keep their order inside one);
-    /// a Redis write is preceded by every message queued before it.
-    pub(super) async fn publish_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Op>) {
+    /// a Redis write is preceded by every message queued before it. Once `stop` is
+    /// cancelled, it no longer waits: it sends what is queued and returns.
+    pub(super) async fn publish_loop(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Op>,
+        stop: CancellationToken,
+    ) {
         let mut ops = Vec::with_capacity(BATCH);
         let mut out = Outgoing::default();
-        while rx.recv_many(&mut ops, BATCH).await > 0 {
+        loop {
+            tokio::select! {
+                biased;
+                n = rx.recv_many(&mut ops, BATCH) => if n == 0 { return },
+                _ = stop.cancelled() => {}
+            }
             // Let the connections that are ready run first: what they queue in this turn
             // of the scheduler joins the same pipeline instead of waiting for the next.
             tokio::task::yield_now().await;
@@ -86,6 +97,9 @@ impl RedisCluster {
                     Ok(op) => ops.push(op),
                     Err(_) => break,
                 }
+            }
+            if ops.is_empty() {
+                return; // stopped, and nothing is left to send
             }
             if !self.is_healthy() {
                 // Redis is away: local peers go on; the state is re-published on return.

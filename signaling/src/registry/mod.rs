@@ -34,7 +34,7 @@ use crate::protocol::{CloseReason, RoomMeta};
 use crate::room::{Closure, Env, State};
 use crate::stats::Stats;
 use crate::time::Clock;
-use crate::yjs::Hub;
+use crate::topics::Hub;
 use deadlines::{Deadline, Deadlines};
 
 pub use crate::room::{Removed, Room};
