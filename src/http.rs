@@ -161,13 +161,19 @@ impl warp::reject::Reject for BodyTooLarge {}
 struct BodyUnreadable;
 impl warp::reject::Reject for BodyUnreadable {}
 
+/// Refused bodies up to this size are still read to their end, and only then answered with
+/// 413: a server that closes with request bytes unread makes the kernel reset the
+/// connection, and the client can lose the answer to the reset while it is still sending.
+/// Larger bodies are refused unread.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
+
 /// The request body, at most [`MAX_BODY_BYTES`] (413 beyond), whether it comes with a
 /// `Content-Length`, chunked, or not at all (empty).
 pub fn limited_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and_then(|len: Option<u64>| async move {
             match len {
-                Some(n) if n > MAX_BODY_BYTES => Err(warp::reject::custom(BodyTooLarge)),
+                Some(n) if n > DRAIN_LIMIT => Err(warp::reject::custom(BodyTooLarge)),
                 _ => Ok(()),
             }
         })
@@ -185,10 +191,18 @@ where
     use futures_util::StreamExt;
     let mut stream = Box::pin(stream);
     let mut body = bytes::BytesMut::new();
+    let mut seen: u64 = 0;
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(|_| warp::reject::custom(BodyUnreadable))?;
-        if (body.len() + chunk.remaining()) as u64 > MAX_BODY_BYTES {
+        seen += chunk.remaining() as u64;
+        if seen > DRAIN_LIMIT {
             return Err(warp::reject::custom(BodyTooLarge));
+        }
+        if seen > MAX_BODY_BYTES {
+            // Too large: read on (and drop) to the end, then refuse.
+            body.clear();
+            chunk.advance(chunk.remaining());
+            continue;
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -196,6 +210,9 @@ where
             body.put_slice(part);
             chunk.advance(n);
         }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(warp::reject::custom(BodyTooLarge));
     }
     Ok(body.freeze())
 }

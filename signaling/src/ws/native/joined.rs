@@ -1,5 +1,5 @@
 //! A `/ws` session in a room: WebRTC relays, broadcasts, `leave-room` and `close-room`
-//! (`docs/protocol.md#webrtc-relay`, `docs/protocol.md#broadcasts-to-every-other-peer-in-the-room-never-back-to-you`).
+//! (`docs/protocol.md#webrtc-relay` and the "Broadcasts" section after it).
 //!
 //! The relay is the hot path: the payload stays raw JSON, the outgoing frame is encoded
 //! once into a buffer sized for it, and the registry queues that same frame for the target.
