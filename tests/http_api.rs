@@ -8,6 +8,7 @@ use base64::Engine;
 use common::*;
 use hmac::Mac;
 use serde_json::{json, Value};
+use switchboard_testkit::eventually;
 
 const ADMIN_KEY: &str = "admin-key-for-integration-tests-0001";
 const ISSUER_KEY: &str = "issuer-key-for-integration-tests-0001";
@@ -383,16 +384,16 @@ async fn full_room_refuses_new_users_but_not_its_members() {
     // A member whose connection dropped is reconnecting and still a member.
     drop(b);
     // Wait until the server has seen the drop.
-    let mut reconnecting = false;
-    for _ in 0..50 {
+    eventually(Duration::from_millis(2500), || async {
         let room = server.get("/api/rooms/duo").await;
         if peer(&room.body["peers"], "b")["status"] == "reconnecting" {
-            reconnecting = true;
-            break;
+            Ok(())
+        } else {
+            Err(room.body)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(reconnecting, "dropped peer b never became reconnecting");
+    })
+    .await
+    .unwrap_or_else(|last| panic!("dropped peer b never became reconnecting: {last}"));
     server.issue(json!({"userId": "b", "roomId": "duo"})).await;
     server
         .post("/api/auth/token", &json!({"userId": "c", "roomId": "duo"}))

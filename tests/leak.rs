@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures_util::future::join_all;
 use serde_json::json;
+use switchboard_testkit::eventually;
 
 const WAVE: usize = 500;
 const MEASURED_WAVES: usize = 4;
@@ -70,17 +71,17 @@ async fn wave(server: &Server, wave: usize) {
 
 async fn wait_empty(server: &Server) -> Duration {
     let start = Instant::now();
-    loop {
+    eventually(Duration::from_secs(20), || async {
         let s = server.get("/stats").await.body;
         if s["server"]["activeRooms"] == 0 && s["server"]["totalConnections"] == 0 {
-            return start.elapsed();
+            Ok(())
+        } else {
+            Err(s)
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "server never emptied: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("server never emptied: {last}"));
+    start.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use switchboard_testkit::eventually;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -330,21 +331,18 @@ async fn connections_beyond_max_connections_are_refused_with_503() {
 
     // Closing one frees a slot.
     drop(first);
-    let mut admitted = false;
-    for _ in 0..40 {
+    eventually(Duration::from_secs(2), || async {
         match ws_handshake(&url, None, None, None).await {
-            Ok(_) => {
-                admitted = true;
-                break;
-            }
+            Ok(_) => Ok(()),
             Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
                 assert_eq!(r.status().as_u16(), 503);
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(())
             }
             Err(e) => panic!("{e}"),
         }
-    }
-    assert!(admitted, "slot never freed after a connection closed");
+    })
+    .await
+    .unwrap_or_else(|()| panic!("slot never freed after a connection closed"));
 }
 
 #[tokio::test]
