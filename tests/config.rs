@@ -1,4 +1,5 @@
-//! Startup configuration (SPEC section 1): what starts, what refuses to start and how.
+//! Startup configuration (every setting and its default: `.env.example`; logs:
+//! `docs/operations.md#logs`): what starts, what refuses to start and how.
 
 mod common;
 

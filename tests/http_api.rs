@@ -1,4 +1,5 @@
-//! HTTP API (SPEC section 3): tokens, rooms and their access rules.
+//! HTTP API (`docs/protocol.md#1-get-a-token`, `docs/protocol.md#7-rooms-over-http`,
+//! `docs/operations.md#admin-calls`): tokens, rooms and their access rules.
 
 mod common;
 

@@ -1,5 +1,7 @@
-//! Limits and isolation (SPEC sections 4.8 and 7): frame sizes, rate limits, garbage,
-//! slow consumers, connection caps and the Origin check.
+//! Limits and isolation (`docs/protocol.md#4-errors`,
+//! `docs/protocol.md#5-disconnects-and-reconnecting`,
+//! `docs/security.md#2-a-holder-of-a-valid-token-for-another-room`): frame sizes, rate
+//! limits, garbage, slow consumers, connection caps and the Origin check.
 
 mod common;
 

@@ -1,5 +1,6 @@
-//! Signaling protocol (SPEC section 4): authentication, rooms, relay, broadcast,
-//! heartbeats and reconnects, driven through real WebSocket connections.
+//! Signaling protocol (`docs/protocol.md#2-connect-and-authenticate`, `#3-messages`,
+//! `#5-disconnects-and-reconnecting`): authentication, rooms, relay, broadcast, heartbeats
+//! and reconnects, driven through real WebSocket connections.
 
 mod common;
 

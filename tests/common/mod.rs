@@ -653,7 +653,8 @@ pub fn is_uuid_v4(s: &str) -> bool {
     b[14] == b'4' && matches!(b[19], b'8' | b'9' | b'a' | b'b' | b'A' | b'B')
 }
 
-/// Whether `s` is a valid room or user id per SPEC section 2.
+/// Whether `s` is a valid room or user id, as the introduction of `docs/protocol.md` defines
+/// identifiers.
 pub fn is_valid_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.chars()
