@@ -50,7 +50,8 @@ impl Recorded {
 
 impl Process {
     /// Starts `command` in a fresh empty working directory (so no stray `.env` or dump file
-    /// is read or left behind), on `core` alone when given.
+    /// is read or left behind), on `core` alone when given. A relative program path would be
+    /// looked up from that directory: give a bare name (found on `PATH`) or an absolute path.
     pub fn start(command: Command, core: Option<usize>) -> io::Result<Self> {
         Self::start_in(command, WorkDir::new()?, core)
     }
@@ -83,9 +84,10 @@ impl Process {
                 }
             });
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {name}: {e}")))?;
+        let mut child = command.spawn().map_err(|e| {
+            let program = command.get_program().to_string_lossy();
+            io::Error::new(e.kind(), format!("cannot start {program}: {e}"))
+        })?;
         let recorded = Arc::new(Recorded::default());
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");

@@ -146,7 +146,8 @@ impl Launch {
         if let Some(contents) = &self.dotenv {
             std::fs::write(dir.path().join(".env"), contents)?;
         }
-        let mut command = Command::new(&self.binary);
+        // Absolute: a relative path would be looked up from the server's working directory.
+        let mut command = Command::new(std::path::absolute(&self.binary)?);
         command.env_clear().envs(self.vars.iter().cloned());
         Process::start_in(command, dir, self.core).map_err(|e| {
             io::Error::new(
@@ -239,6 +240,21 @@ mod tests {
             .unset("JWT_SECRET")
             .env("A", "1");
         assert_eq!(launch.to_string(), "PORT=99999 A=1 -JWT_SECRET");
+    }
+
+    #[test]
+    fn a_relative_binary_path_is_found_from_the_callers_directory() {
+        let err = Launch::new()
+            .binary("no/such/switchboard")
+            .start()
+            .err()
+            .unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            err.to_string()
+                .contains(&cwd.join("no/such/switchboard").display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]
