@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use switchboard_testkit::{eventually, Redis};
+use switchboard_testkit::Redis;
 
 const ADMIN: &str = "cluster-admin-key";
 
@@ -19,17 +19,15 @@ fn instance(redis: &Redis, extra: &[(&str, &str)]) -> Server {
 }
 
 async fn wait_cluster_ok(server: &Server) {
-    let health = eventually(Duration::from_secs(10), || async {
-        let h = server.get("/health").await;
-        if h.body["cluster"]["redis"] == "ok" {
-            Ok(h.body)
-        } else {
-            Err(h.body)
-        }
-    })
-    .await
-    .unwrap_or_else(|last| panic!("instance never reached Redis: {last}"));
-    assert_eq!(health["cluster"]["mode"], "redis");
+    let health = server
+        .get_until(
+            "/health",
+            Duration::from_secs(10),
+            "the instance to reach Redis",
+            |h| h.body["cluster"]["redis"] == "ok",
+        )
+        .await;
+    assert_eq!(health.body["cluster"]["mode"], "redis");
 }
 
 async fn pair() -> (Redis, Server, Server) {
@@ -332,18 +330,16 @@ async fn redis_outage_degrades_health_keeps_local_relay_and_recovers_from_empty_
     a2.recv_type("peer-joined").await;
 
     redis.stop();
-    let health = eventually(Duration::from_secs(8), || async {
-        let h = a.get("/health").await;
-        if h.status == 503 {
-            Ok(h.body)
-        } else {
-            Err(h.body)
-        }
-    })
-    .await
-    .unwrap_or_else(|last| panic!("health never degraded: {last}"));
-    assert_eq!(health["status"], "degraded");
-    assert_eq!(health["cluster"]["redis"], "down");
+    let health = a
+        .get_until(
+            "/health",
+            Duration::from_secs(8),
+            "health to degrade",
+            |h| h.status == 503,
+        )
+        .await;
+    assert_eq!(health.body["status"], "degraded");
+    assert_eq!(health.body["cluster"]["redis"], "down");
     // Peers on the same instance still relay among themselves.
     a1.send_json(
         json!({"type": "sdp-offer", "data": {"peer": "a2", "offer": {"during": "outage"}}}),
@@ -360,16 +356,13 @@ async fn redis_outage_degrades_health_keeps_local_relay_and_recovers_from_empty_
     wait_cluster_ok(&a).await;
     wait_cluster_ok(&b).await;
     // State is rebuilt from the instances and cross-instance relay works again.
-    eventually(Duration::from_secs(8), || async {
-        let room = b.get("/api/rooms/r1").await;
-        if room.status == 200 && room.body["peerCount"] == 3 {
-            Ok(())
-        } else {
-            Err(room.body)
-        }
-    })
-    .await
-    .unwrap_or_else(|last| panic!("Redis state not rebuilt: {last}"));
+    b.get_until(
+        "/api/rooms/r1",
+        Duration::from_secs(8),
+        "Redis state to be rebuilt",
+        |room| room.status == 200 && room.body["peerCount"] == 3,
+    )
+    .await;
     b1.send_json(
         json!({"type": "sdp-offer", "data": {"peer": "a1", "offer": {"after": "restart"}}}),
     )

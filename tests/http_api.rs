@@ -9,7 +9,6 @@ use base64::Engine;
 use common::*;
 use hmac::Mac;
 use serde_json::{json, Value};
-use switchboard_testkit::eventually;
 
 const ADMIN_KEY: &str = "admin-key-for-integration-tests-0001";
 const ISSUER_KEY: &str = "issuer-key-for-integration-tests-0001";
@@ -385,16 +384,14 @@ async fn full_room_refuses_new_users_but_not_its_members() {
     // A member whose connection dropped is reconnecting and still a member.
     drop(b);
     // Wait until the server has seen the drop.
-    eventually(Duration::from_millis(2500), || async {
-        let room = server.get("/api/rooms/duo").await;
-        if peer(&room.body["peers"], "b")["status"] == "reconnecting" {
-            Ok(())
-        } else {
-            Err(room.body)
-        }
-    })
-    .await
-    .unwrap_or_else(|last| panic!("dropped peer b never became reconnecting: {last}"));
+    server
+        .get_until(
+            "/api/rooms/duo",
+            Duration::from_millis(2500),
+            "dropped peer b to become reconnecting",
+            |room| peer(&room.body["peers"], "b")["status"] == "reconnecting",
+        )
+        .await;
     server.issue(json!({"userId": "b", "roomId": "duo"})).await;
     server
         .post("/api/auth/token", &json!({"userId": "c", "roomId": "duo"}))

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures_util::future::join_all;
 use serde_json::json;
-use switchboard_testkit::eventually;
 
 const WAVE: usize = 500;
 const MEASURED_WAVES: usize = 4;
@@ -71,16 +70,14 @@ async fn wave(server: &Server, wave: usize) {
 
 async fn wait_empty(server: &Server) -> Duration {
     let start = Instant::now();
-    eventually(Duration::from_secs(20), || async {
-        let s = server.get("/stats").await.body;
-        if s["server"]["activeRooms"] == 0 && s["server"]["totalConnections"] == 0 {
-            Ok(())
-        } else {
-            Err(s)
-        }
-    })
-    .await
-    .unwrap_or_else(|last| panic!("server never emptied: {last}"));
+    server
+        .get_until(
+            "/stats",
+            Duration::from_secs(20),
+            "the server to empty",
+            |s| s.body["server"]["activeRooms"] == 0 && s.body["server"]["totalConnections"] == 0,
+        )
+        .await;
     start.elapsed()
 }
 

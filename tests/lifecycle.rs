@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use switchboard_testkit::eventually;
 
 const ADMIN: &str = "admin-key-for-lifecycle-tests";
 
@@ -128,21 +127,21 @@ async fn reconnect_within_grace_is_silent_and_relays_meanwhile_are_unavailable()
     a.recv_type("peer-joined").await;
     drop(b); // connection drops without leave-room
 
-    eventually(Duration::from_secs(2), || async {
-        let peers = server.get("/api/rooms/r1/peers").await.body;
-        let reconnecting = peers
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["userId"] == "b" && p["status"] == "reconnecting");
-        if reconnecting {
-            Ok(())
-        } else {
-            Err(peers)
-        }
-    })
-    .await
-    .unwrap_or_else(|last| panic!("b does not show as reconnecting within 2 s: {last}"));
+    server
+        .get_until(
+            "/api/rooms/r1/peers",
+            Duration::from_secs(2),
+            "b to show as reconnecting",
+            |peers| {
+                peers
+                    .body
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["userId"] == "b" && p["status"] == "reconnecting")
+            },
+        )
+        .await;
     a.send_json(json!({"type": "sdp-offer", "requestId": "q1", "data": {"peer": "b", "offer": {"sdp": "x"}}}))
         .await;
     let err = a.recv_error("PEER_UNAVAILABLE").await;
@@ -208,16 +207,14 @@ async fn empty_room_is_removed_after_its_grace_and_not_before() {
     );
     assert_eq!(during.body["peerCount"], 0);
     assert_eq!(during.body["state"], "idle");
-    eventually(Duration::from_secs(3), || async {
-        let room = server.get("/api/rooms/r1").await;
-        if room.status == 404 {
-            Ok(())
-        } else {
-            Err(room.body)
-        }
-    })
-    .await
-    .unwrap_or_else(|last| panic!("empty room not removed within 3 s: {last}"));
+    server
+        .get_until(
+            "/api/rooms/r1",
+            Duration::from_secs(3),
+            "the empty room's removal",
+            |r| r.status == 404,
+        )
+        .await;
     assert!(left_at.elapsed() >= Duration::from_millis(950));
     // Quietly removed, not closed: the id is free again at once.
     let (_again, joined) = server.join_with("a2", "r1").await;
@@ -487,16 +484,14 @@ async fn critical_memory_cleans_refuses_rooms_and_recovers_when_thresholds_rise(
         ("MEMORY_CRITICAL_MB", "2"),
         ("ADMIN_API_KEY", ADMIN),
     ]);
-    eventually(Duration::from_secs(3), || async {
-        let h = server.get("/health").await;
-        if h.status == 503 {
-            Ok(())
-        } else {
-            Err(h.body)
-        }
-    })
-    .await
-    .unwrap_or_else(|last| panic!("no critical pressure within 3 s: {last}"));
+    server
+        .get_until(
+            "/health",
+            Duration::from_secs(3),
+            "critical pressure",
+            |h| h.status == 503,
+        )
+        .await;
     let h = server.get("/health").await;
     assert_eq!(h.body["status"], "critical");
     assert_eq!(h.body["memory"]["pressure"], "critical");

@@ -1039,17 +1039,19 @@ async fn pong_message_refreshes_last_heartbeat() {
     .await
     .unwrap_or_else(|now| panic!("the clock stayed at {now} ms"));
     a.send_json(json!({"type": "pong"})).await;
-    eventually(Duration::from_secs(1), || async {
-        let peers = server.get("/api/rooms/r1/peers").await.body;
-        let t = peer(&peers, "alice")["lastHeartbeat"].as_u64().unwrap();
-        if t > first {
-            Ok(())
-        } else {
-            Err(())
-        }
-    })
-    .await
-    .unwrap_or_else(|()| panic!("lastHeartbeat stayed at {first} after a pong"));
+    server
+        .get_until(
+            "/api/rooms/r1/peers",
+            Duration::from_secs(1),
+            &format!("lastHeartbeat to move on from {first} after a pong"),
+            |peers| {
+                peer(&peers.body, "alice")["lastHeartbeat"]
+                    .as_u64()
+                    .unwrap()
+                    > first
+            },
+        )
+        .await;
     a.expect_no_message(Duration::from_millis(100)).await;
 }
 
@@ -1089,16 +1091,14 @@ async fn dropped_peer_is_reconnecting_and_restored_within_grace() {
     a.recv_type("peer-joined").await;
     drop(b);
 
-    eventually(Duration::from_millis(2500), || async {
-        let room = server.get("/api/rooms/r1").await;
-        if peer(&room.body["peers"], "bob")["status"] == "reconnecting" {
-            Ok(())
-        } else {
-            Err(room.body)
-        }
-    })
-    .await
-    .unwrap_or_else(|last| panic!("bob never became reconnecting: {last}"));
+    server
+        .get_until(
+            "/api/rooms/r1",
+            Duration::from_millis(2500),
+            "bob to become reconnecting",
+            |room| peer(&room.body["peers"], "bob")["status"] == "reconnecting",
+        )
+        .await;
 
     a.send_json(json!({"type": "sdp-offer", "requestId": "o1",
                        "data": {"peer": "bob", "offer": {}}}))

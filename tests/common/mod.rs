@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use switchboard_testkit::{Exited, Switchboard};
+use switchboard_testkit::{eventually, Exited, Switchboard};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -170,6 +170,32 @@ impl Server {
     /// `GET path`.
     pub async fn get(&self, path: &str) -> HttpResponse {
         self.request(reqwest::Method::GET, path, None, None).await
+    }
+
+    /// `GET path` again and again until `done` holds for the answer, which it returns;
+    /// panics after `timeout` with the last answer, saying that `what` was waited for.
+    pub async fn get_until(
+        &self,
+        path: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&HttpResponse) -> bool,
+    ) -> HttpResponse {
+        eventually(timeout, || async {
+            let answer = self.get(path).await;
+            if done(&answer) {
+                Ok(answer)
+            } else {
+                Err(answer)
+            }
+        })
+        .await
+        .unwrap_or_else(|last| {
+            panic!(
+                "waited {timeout:?} for {what}; last answer to GET {path}: {} {}",
+                last.status, last.body
+            )
+        })
     }
 
     /// `GET path` with a Bearer credential.
