@@ -331,12 +331,7 @@ async fn redis_outage_degrades_health_keeps_local_relay_and_recovers_from_empty_
 
     redis.stop();
     let health = a
-        .get_until(
-            "/health",
-            Duration::from_secs(8),
-            "health to degrade",
-            |h| h.status == 503,
-        )
+        .get_until_status("/health", 503, Duration::from_secs(8))
         .await;
     assert_eq!(health.body["status"], "degraded");
     assert_eq!(health.body["cluster"]["redis"], "down");

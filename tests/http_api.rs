@@ -383,15 +383,7 @@ async fn full_room_refuses_new_users_but_not_its_members() {
 
     // A member whose connection dropped is reconnecting and still a member.
     drop(b);
-    // Wait until the server has seen the drop.
-    server
-        .get_until(
-            "/api/rooms/duo",
-            Duration::from_millis(2500),
-            "dropped peer b to become reconnecting",
-            |room| peer(&room.body["peers"], "b")["status"] == "reconnecting",
-        )
-        .await;
+    server.wait_reconnecting("duo", "b").await;
     server.issue(json!({"userId": "b", "roomId": "duo"})).await;
     server
         .post("/api/auth/token", &json!({"userId": "c", "roomId": "duo"}))

@@ -208,12 +208,7 @@ async fn empty_room_is_removed_after_its_grace_and_not_before() {
     assert_eq!(during.body["peerCount"], 0);
     assert_eq!(during.body["state"], "idle");
     server
-        .get_until(
-            "/api/rooms/r1",
-            Duration::from_secs(3),
-            "the empty room's removal",
-            |r| r.status == 404,
-        )
+        .get_until_status("/api/rooms/r1", 404, Duration::from_secs(3))
         .await;
     assert!(left_at.elapsed() >= Duration::from_millis(950));
     // Quietly removed, not closed: the id is free again at once.
@@ -485,12 +480,7 @@ async fn critical_memory_cleans_refuses_rooms_and_recovers_when_thresholds_rise(
         ("ADMIN_API_KEY", ADMIN),
     ]);
     server
-        .get_until(
-            "/health",
-            Duration::from_secs(3),
-            "critical pressure",
-            |h| h.status == 503,
-        )
+        .get_until_status("/health", 503, Duration::from_secs(3))
         .await;
     let h = server.get("/health").await;
     assert_eq!(h.body["status"], "critical");

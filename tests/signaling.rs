@@ -1091,14 +1091,7 @@ async fn dropped_peer_is_reconnecting_and_restored_within_grace() {
     a.recv_type("peer-joined").await;
     drop(b);
 
-    server
-        .get_until(
-            "/api/rooms/r1",
-            Duration::from_millis(2500),
-            "bob to become reconnecting",
-            |room| peer(&room.body["peers"], "bob")["status"] == "reconnecting",
-        )
-        .await;
+    server.wait_reconnecting("r1", "bob").await;
 
     a.send_json(json!({"type": "sdp-offer", "requestId": "o1",
                        "data": {"peer": "bob", "offer": {}}}))

@@ -198,6 +198,31 @@ impl Server {
         })
     }
 
+    /// `GET path` until it answers `status` (at most `timeout`); returns that answer.
+    pub async fn get_until_status(
+        &self,
+        path: &str,
+        status: u16,
+        timeout: Duration,
+    ) -> HttpResponse {
+        let what = format!("status {status}");
+        self.get_until(path, timeout, &what, |r| r.status == status)
+            .await
+    }
+
+    /// Waits until `GET /api/rooms/{room}` lists `user` as reconnecting: the server has seen
+    /// its connection drop.
+    pub async fn wait_reconnecting(&self, room: &str, user: &str) {
+        let what = format!("{user} to become reconnecting");
+        self.get_until(
+            &format!("/api/rooms/{room}"),
+            Duration::from_millis(2500),
+            &what,
+            |r| peer(&r.body["peers"], user)["status"] == "reconnecting",
+        )
+        .await;
+    }
+
     /// `GET path` with a Bearer credential.
     pub async fn get_auth(&self, path: &str, bearer: &str) -> HttpResponse {
         self.request(reqwest::Method::GET, path, Some(bearer), None)
