@@ -3,80 +3,13 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
+use switchboard_testkit::Redis;
 
 const ADMIN: &str = "cluster-admin-key";
-
-/// A `redis-server` on a free loopback port; killed on drop.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Redis { child: None, port };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (./scripts/test.sh installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts again on the same port, empty.
-    fn restart_empty(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn instance(redis: &Redis, extra: &[(&str, &str)]) -> Server {
     let url = redis.url();
@@ -86,20 +19,15 @@ fn instance(redis: &Redis, extra: &[(&str, &str)]) -> Server {
 }
 
 async fn wait_cluster_ok(server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let h = server.get("/health").await;
-        if h.body["cluster"]["redis"] == "ok" {
-            assert_eq!(h.body["cluster"]["mode"], "redis");
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "instance never reached Redis: {}",
-            h.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let health = server
+        .get_until(
+            "/health",
+            Duration::from_secs(10),
+            "the instance to reach Redis",
+            |h| h.body["cluster"]["redis"] == "ok",
+        )
+        .await;
+    assert_eq!(health.body["cluster"]["mode"], "redis");
 }
 
 async fn pair() -> (Redis, Server, Server) {
@@ -108,7 +36,7 @@ async fn pair() -> (Redis, Server, Server) {
 
 /// Two instances sharing a fresh Redis, both with `extra` set, once both report Redis ok.
 async fn pair_with(extra: &[(&str, &str)]) -> (Redis, Server, Server) {
-    let redis = Redis::start();
+    let redis = Redis::start().unwrap_or_else(|e| panic!("{e}"));
     let a = instance(&redis, extra);
     let b = instance(&redis, extra);
     wait_cluster_ok(&a).await;
@@ -375,12 +303,7 @@ async fn killed_instance_peers_leave_within_the_documented_bound() {
     let (_doomed, _) = join_via(&a, &a, "doomed", "r1").await;
     let (mut survivor, _) = join_via(&b, &b, "survivor", "r1").await;
     let killed_at = Instant::now();
-    let status = Command::new("kill")
-        .args(["-KILL", &a.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(a.wait_exit(Duration::from_secs(5)).is_some());
+    a.kill();
     // Documented bound with default settings: INSTANCE_TIMEOUT_SECONDS (6) + 2 s.
     let left = survivor.recv_within(Duration::from_secs(12)).await;
     assert_eq!(left["type"], "peer-left", "{left}");
@@ -429,21 +352,11 @@ async fn redis_outage_degrades_health_keeps_local_relay_and_recovers_from_empty_
     a2.recv_type("peer-joined").await;
 
     redis.stop();
-    let deadline = Instant::now() + Duration::from_secs(8);
-    loop {
-        let h = a.get("/health").await;
-        if h.status == 503 {
-            assert_eq!(h.body["status"], "degraded");
-            assert_eq!(h.body["cluster"]["redis"], "down");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "health never degraded: {}",
-            h.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let health = a
+        .get_until_status("/health", 503, Duration::from_secs(8))
+        .await;
+    assert_eq!(health.body["status"], "degraded");
+    assert_eq!(health.body["cluster"]["redis"], "down");
     // Peers on the same instance still relay among themselves.
     a1.send_json(
         json!({"type": "sdp-offer", "data": {"peer": "a2", "offer": {"during": "outage"}}}),
@@ -454,23 +367,19 @@ async fn redis_outage_degrades_health_keeps_local_relay_and_recovers_from_empty_
         "outage"
     );
 
-    redis.restart_empty();
+    redis
+        .restart_empty()
+        .expect("redis-server restarts on its port");
     wait_cluster_ok(&a).await;
     wait_cluster_ok(&b).await;
     // State is rebuilt from the instances and cross-instance relay works again.
-    let deadline = Instant::now() + Duration::from_secs(8);
-    loop {
-        let room = b.get("/api/rooms/r1").await;
-        if room.status == 200 && room.body["peerCount"] == 3 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Redis state not rebuilt: {}",
-            room.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    b.get_until(
+        "/api/rooms/r1",
+        Duration::from_secs(8),
+        "Redis state to be rebuilt",
+        |room| room.status == 200 && room.body["peerCount"] == 3,
+    )
+    .await;
     b1.send_json(
         json!({"type": "sdp-offer", "data": {"peer": "a1", "offer": {"after": "restart"}}}),
     )

@@ -1,8 +1,9 @@
-//! Startup configuration (SPEC section 1): what starts, what refuses to start and how.
+//! Startup configuration (every setting and its default: `.env.example`; logs:
+//! `docs/operations.md#logs`): what starts, what refuses to start and how.
 
 mod common;
 
-use common::{verify_token, Launch, Server, JWT_SECRET};
+use common::{verify_token, ExpectRefusal, Launch, Server, JWT_SECRET};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -21,7 +22,7 @@ async fn starts_on_port_zero_and_reports_both_addresses() {
 
 #[tokio::test]
 async fn missing_jwt_secret_logs_a_warning_and_uses_a_random_key() {
-    let server = Launch::new().unset("JWT_SECRET").start();
+    let server = Server::launch(Launch::new().unset("JWT_SECRET"));
     let token = server.token("u1", "r1").await;
 
     // The server's own tokens validate...
@@ -56,7 +57,7 @@ async fn missing_jwt_secret_logs_a_warning_and_uses_a_random_key() {
 #[tokio::test]
 async fn jwt_secret_of_exactly_32_bytes_is_accepted() {
     let secret = "0123456789abcdef0123456789abcdef";
-    let server = Launch::new().env("JWT_SECRET", secret).start();
+    let server = Server::launch(Launch::new().env("JWT_SECRET", secret));
     let token = server.token("u1", "r1").await;
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.validate_aud = false;
@@ -73,8 +74,9 @@ async fn jwt_secret_of_exactly_32_bytes_is_accepted() {
 #[test]
 fn jwt_secret_shorter_than_32_bytes_stops_startup() {
     let short = "0123456789abcdef0123456789abcde"; // 31 bytes
-    let failure = Launch::new().env("JWT_SECRET", short).expect_failure();
-    failure.assert_names("JWT_SECRET");
+    let failure = Launch::new()
+        .env("JWT_SECRET", short)
+        .expect_refusal_naming("JWT_SECRET");
     assert!(
         !failure.stderr.contains(short) && !failure.stdout.contains(short),
         "the rejected secret was echoed: {failure:?}"
@@ -85,32 +87,28 @@ fn jwt_secret_shorter_than_32_bytes_stops_startup() {
 fn non_numeric_port_stops_startup() {
     Launch::new()
         .env("PORT", "abc")
-        .expect_failure()
-        .assert_names("PORT");
+        .expect_refusal_naming("PORT");
 }
 
 #[test]
 fn out_of_range_signaling_port_stops_startup() {
     Launch::new()
         .env("SIGNALING_PORT", "70000")
-        .expect_failure()
-        .assert_names("SIGNALING_PORT");
+        .expect_refusal_naming("SIGNALING_PORT");
 }
 
 #[test]
 fn zero_token_ttl_stops_startup() {
     Launch::new()
         .env("TOKEN_TTL_SECONDS", "0")
-        .expect_failure()
-        .assert_names("TOKEN_TTL_SECONDS");
+        .expect_refusal_naming("TOKEN_TTL_SECONDS");
 }
 
 #[test]
 fn zero_max_peers_per_room_stops_startup() {
     Launch::new()
         .env("MAX_PEERS_PER_ROOM", "0")
-        .expect_failure()
-        .assert_names("MAX_PEERS_PER_ROOM");
+        .expect_refusal_naming("MAX_PEERS_PER_ROOM");
 }
 
 /// Duration settings may be fractional (e.g. `0.5` seconds); counts, sizes and ports may not.
@@ -155,7 +153,7 @@ fn every_numeric_setting_rejects_non_numbers() {
         .map(|(var, bad)| {
             std::thread::spawn(move || {
                 // A server that accepts the value is killed after the startup bound.
-                let result = Launch::new().env(var, bad).try_expect_failure();
+                let result = Launch::new().env(var, bad).expect_exit();
                 (var, bad, result)
             })
         })
@@ -183,16 +181,14 @@ fn every_numeric_setting_rejects_non_numbers() {
 fn turn_urls_without_turn_secret_stops_startup() {
     Launch::new()
         .env("TURN_URLS", "turn:turn.example.com:3478")
-        .expect_failure()
-        .assert_names("TURN_SECRET");
+        .expect_refusal_naming("TURN_SECRET");
 }
 
 #[test]
 fn unknown_log_format_stops_startup() {
     Launch::new()
         .env("LOG_FORMAT", "xml")
-        .expect_failure()
-        .assert_names("LOG_FORMAT");
+        .expect_refusal_naming("LOG_FORMAT");
 }
 
 #[test]
@@ -200,25 +196,24 @@ fn memory_critical_below_warning_stops_startup() {
     Launch::new()
         .env("MEMORY_WARNING_MB", "300")
         .env("MEMORY_CRITICAL_MB", "200")
-        .expect_failure()
-        .assert_names("MEMORY_CRITICAL_MB");
+        .expect_refusal_naming("MEMORY_CRITICAL_MB");
 }
 
 #[test]
 fn dotenv_file_in_working_directory_is_loaded() {
     Launch::new()
         .dotenv("# test\nMAX_PEERS_PER_ROOM=0\n")
-        .expect_failure()
-        .assert_names("MAX_PEERS_PER_ROOM");
+        .expect_refusal_naming("MAX_PEERS_PER_ROOM");
 }
 
 #[tokio::test]
 async fn environment_overrides_dotenv_file() {
-    let server = Launch::new()
-        .dotenv("TOKEN_TTL_SECONDS=0\nHEARTBEAT_INTERVAL_SECONDS=0\n")
-        .env("TOKEN_TTL_SECONDS", "120")
-        .env("HEARTBEAT_INTERVAL_SECONDS", "7")
-        .start();
+    let server = Server::launch(
+        Launch::new()
+            .dotenv("TOKEN_TTL_SECONDS=0\nHEARTBEAT_INTERVAL_SECONDS=0\n")
+            .env("TOKEN_TTL_SECONDS", "120")
+            .env("HEARTBEAT_INTERVAL_SECONDS", "7"),
+    );
     let info = server.get("/info").await;
     assert_eq!(info.body["heartbeatIntervalMs"], 7_000, "{}", info.body);
     let token = server.token("u1", "r1").await;

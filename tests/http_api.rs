@@ -1,4 +1,5 @@
-//! HTTP API (SPEC section 3): tokens, rooms and their access rules.
+//! HTTP API (`docs/protocol.md#1-get-a-token`, `docs/protocol.md#7-rooms-over-http`,
+//! `docs/operations.md#admin-calls`): tokens, rooms and their access rules.
 
 mod common;
 
@@ -382,17 +383,7 @@ async fn full_room_refuses_new_users_but_not_its_members() {
 
     // A member whose connection dropped is reconnecting and still a member.
     drop(b);
-    // Wait until the server has seen the drop.
-    let mut reconnecting = false;
-    for _ in 0..50 {
-        let room = server.get("/api/rooms/duo").await;
-        if peer(&room.body["peers"], "b")["status"] == "reconnecting" {
-            reconnecting = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(reconnecting, "dropped peer b never became reconnecting");
+    server.wait_reconnecting("duo", "b").await;
     server.issue(json!({"userId": "b", "roomId": "duo"})).await;
     server
         .post("/api/auth/token", &json!({"userId": "c", "roomId": "duo"}))

@@ -70,17 +70,15 @@ async fn wave(server: &Server, wave: usize) {
 
 async fn wait_empty(server: &Server) -> Duration {
     let start = Instant::now();
-    loop {
-        let s = server.get("/stats").await.body;
-        if s["server"]["activeRooms"] == 0 && s["server"]["totalConnections"] == 0 {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "server never emptied: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server
+        .get_until(
+            "/stats",
+            Duration::from_secs(20),
+            "the server to empty",
+            |s| s.body["server"]["activeRooms"] == 0 && s.body["server"]["totalConnections"] == 0,
+        )
+        .await;
+    start.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

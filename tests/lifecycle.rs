@@ -34,21 +34,6 @@ async fn stay_alive(c: &mut WsClient, d: Duration) -> Vec<Value> {
     seen
 }
 
-async fn poll_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{what} did not happen within {timeout:?}");
-}
-
 #[tokio::test]
 async fn heartbeats_arrive_on_schedule_as_message_and_ping() {
     let server = Server::start(&[("HEARTBEAT_INTERVAL_SECONDS", "0.2")]);
@@ -142,19 +127,21 @@ async fn reconnect_within_grace_is_silent_and_relays_meanwhile_are_unavailable()
     a.recv_type("peer-joined").await;
     drop(b); // connection drops without leave-room
 
-    poll_until(
-        "b shows as reconnecting",
-        Duration::from_secs(2),
-        || async {
-            let peers = server.get("/api/rooms/r1/peers").await.body;
-            peers
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["userId"] == "b" && p["status"] == "reconnecting")
-        },
-    )
-    .await;
+    server
+        .get_until(
+            "/api/rooms/r1/peers",
+            Duration::from_secs(2),
+            "b to show as reconnecting",
+            |peers| {
+                peers
+                    .body
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["userId"] == "b" && p["status"] == "reconnecting")
+            },
+        )
+        .await;
     a.send_json(json!({"type": "sdp-offer", "requestId": "q1", "data": {"peer": "b", "offer": {"sdp": "x"}}}))
         .await;
     let err = a.recv_error("PEER_UNAVAILABLE").await;
@@ -220,10 +207,9 @@ async fn empty_room_is_removed_after_its_grace_and_not_before() {
     );
     assert_eq!(during.body["peerCount"], 0);
     assert_eq!(during.body["state"], "idle");
-    poll_until("empty room removal", Duration::from_secs(3), || async {
-        server.get("/api/rooms/r1").await.status == 404
-    })
-    .await;
+    server
+        .get_until_status("/api/rooms/r1", 404, Duration::from_secs(3))
+        .await;
     assert!(left_at.elapsed() >= Duration::from_millis(950));
     // Quietly removed, not closed: the id is free again at once.
     let (_again, joined) = server.join_with("a2", "r1").await;
@@ -493,10 +479,9 @@ async fn critical_memory_cleans_refuses_rooms_and_recovers_when_thresholds_rise(
         ("MEMORY_CRITICAL_MB", "2"),
         ("ADMIN_API_KEY", ADMIN),
     ]);
-    poll_until("critical pressure", Duration::from_secs(3), || async {
-        server.get("/health").await.status == 503
-    })
-    .await;
+    server
+        .get_until_status("/health", 503, Duration::from_secs(3))
+        .await;
     let h = server.get("/health").await;
     assert_eq!(h.body["status"], "critical");
     assert_eq!(h.body["memory"]["pressure"], "critical");
@@ -656,10 +641,11 @@ async fn sigterm_drains_every_peer_and_exits_zero() {
 /// everything still works: relays, heartbeats (timers), password hashing (blocking pool).
 #[tokio::test]
 async fn on_one_core_everything_runs_on_a_current_thread_runtime() {
-    let server = Launch::new()
-        .env("HEARTBEAT_INTERVAL_SECONDS", "0.2")
-        .on_core(0)
-        .start();
+    let server = Server::launch(
+        Launch::new()
+            .env("HEARTBEAT_INTERVAL_SECONDS", "0.2")
+            .on_core(0),
+    );
     let runtime_line = |server: &Server| {
         server
             .output()

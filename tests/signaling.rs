@@ -1,5 +1,6 @@
-//! Signaling protocol (SPEC section 4): authentication, rooms, relay, broadcast,
-//! heartbeats and reconnects, driven through real WebSocket connections.
+//! Signaling protocol (`docs/protocol.md#2-connect-and-authenticate`, `#3-messages`,
+//! `#5-disconnects-and-reconnecting`): authentication, rooms, relay, broadcast, heartbeats
+//! and reconnects, driven through real WebSocket connections.
 
 mod common;
 
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
+use switchboard_testkit::eventually;
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -230,18 +232,18 @@ async fn token_expiry_does_not_cut_an_authenticated_connection() {
     a.recv_type("peer-joined").await;
     let token = server.token("carol", "r1").await;
     // Wait until the server itself calls the token expired.
-    let mut expired = false;
-    for _ in 0..60 {
+    eventually(Duration::from_secs(3), || async {
         let v = server
             .post("/api/auth/validate", &json!({"token": token}))
             .await;
         if v.body["error"] == "TOKEN_EXPIRED" {
-            expired = true;
-            break;
+            Ok(())
+        } else {
+            Err(v.body)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(expired, "a 1 s token never expired");
+    })
+    .await
+    .unwrap_or_else(|last| panic!("a 1 s token never expired: {last}"));
     // alice's and bob's tokens have expired too; their connections keep working.
     a.send_json(json!({"type": "message", "data": {"text": "still here"}}))
         .await;
@@ -608,9 +610,16 @@ async fn password_added_after_token_issuance_refuses_the_join() {
     // Token times have whole-second resolution: let the clock pass the token's second so
     // "issued before the password" is unambiguous.
     let iat = verify_token(&early)["iat"].as_u64().unwrap();
-    while now_secs() <= iat {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(2), || async {
+        let now = now_secs();
+        if now > iat {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    })
+    .await
+    .unwrap_or_else(|now| panic!("the clock stayed at {now} s, the token's second"));
     server
         .create_room(
             json!({"roomId": "later-locked", "roomName": "L", "hostId": "h",
@@ -1019,24 +1028,30 @@ async fn pong_message_refreshes_last_heartbeat() {
     let (mut a, joined) = server.join_with("alice", "r1").await;
     let first = joined["data"]["self"]["lastHeartbeat"].as_u64().unwrap();
     // Let the millisecond clock move on.
-    while now_ms() <= first + 5 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    a.send_json(json!({"type": "pong"})).await;
-    let mut refreshed = None;
-    for _ in 0..40 {
-        let peers = server.get("/api/rooms/r1/peers").await.body;
-        let t = peer(&peers, "alice")["lastHeartbeat"].as_u64().unwrap();
-        if t > first {
-            refreshed = Some(t);
-            break;
+    eventually(Duration::from_secs(1), || async {
+        let now = now_ms();
+        if now > first + 5 {
+            Ok(())
+        } else {
+            Err(now)
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(
-        refreshed.is_some(),
-        "lastHeartbeat stayed at {first} after a pong"
-    );
+    })
+    .await
+    .unwrap_or_else(|now| panic!("the clock stayed at {now} ms"));
+    a.send_json(json!({"type": "pong"})).await;
+    server
+        .get_until(
+            "/api/rooms/r1/peers",
+            Duration::from_secs(1),
+            &format!("lastHeartbeat to move on from {first} after a pong"),
+            |peers| {
+                peer(&peers.body, "alice")["lastHeartbeat"]
+                    .as_u64()
+                    .unwrap()
+                    > first
+            },
+        )
+        .await;
     a.expect_no_message(Duration::from_millis(100)).await;
 }
 
@@ -1076,16 +1091,7 @@ async fn dropped_peer_is_reconnecting_and_restored_within_grace() {
     a.recv_type("peer-joined").await;
     drop(b);
 
-    let mut reconnecting = false;
-    for _ in 0..50 {
-        let room = server.get("/api/rooms/r1").await;
-        if peer(&room.body["peers"], "bob")["status"] == "reconnecting" {
-            reconnecting = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(reconnecting, "bob never became reconnecting");
+    server.wait_reconnecting("r1", "bob").await;
 
     a.send_json(json!({"type": "sdp-offer", "requestId": "o1",
                        "data": {"peer": "bob", "offer": {}}}))

@@ -53,10 +53,11 @@ impl Cert {
     }
 
     fn start(&self) -> Server {
-        Launch::new()
-            .env("TLS_CERT_PATH", &self.path("cert.pem"))
-            .env("TLS_KEY_PATH", &self.path("key.pem"))
-            .start()
+        Server::launch(
+            Launch::new()
+                .env("TLS_CERT_PATH", &self.path("cert.pem"))
+                .env("TLS_KEY_PATH", &self.path("key.pem")),
+        )
     }
 
     /// A TLS connection to `addr` that trusts only this certificate.
@@ -214,20 +215,16 @@ fn tls_needs_both_files_and_readable_ones() {
     let cert = Cert::new();
     Launch::new()
         .env("TLS_CERT_PATH", &cert.path("cert.pem"))
-        .expect_failure()
-        .assert_names("TLS_KEY_PATH");
+        .expect_refusal_naming("TLS_KEY_PATH");
     Launch::new()
         .env("TLS_KEY_PATH", &cert.path("key.pem"))
-        .expect_failure()
-        .assert_names("TLS_CERT_PATH");
+        .expect_refusal_naming("TLS_CERT_PATH");
     Launch::new()
         .env("TLS_CERT_PATH", &cert.path("missing.pem"))
         .env("TLS_KEY_PATH", &cert.path("key.pem"))
-        .expect_failure()
-        .assert_names("TLS_CERT_PATH");
+        .expect_refusal_naming("TLS_CERT_PATH");
     Launch::new()
         .env("TLS_CERT_PATH", &cert.path("cert.pem"))
         .env("TLS_KEY_PATH", &cert.path("cert.pem"))
-        .expect_failure()
-        .assert_names("TLS_KEY_PATH");
+        .expect_refusal_naming("TLS_KEY_PATH");
 }

@@ -1,4 +1,4 @@
-//! `/yjs` (SPEC section 10): the y-webrtc signaling protocol on the signaling port, checked
+//! `/yjs` (`docs/yjs.md`): the y-webrtc signaling protocol on the signaling port, checked
 //! against the real binary with a plain WebSocket client speaking what the `y-webrtc`
 //! client sends.
 

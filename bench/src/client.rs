@@ -15,8 +15,6 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::procs::Endpoint;
 
-/// The HMAC key every switchboard under test is started with.
-pub const JWT_SECRET: &str = "switchboard-bench-secret-0123456789abcdef";
 /// Longest wait for any single reply during setup.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use procs::{Kind, Server};
 use report::{Goal, Row, Run};
+use switchboard_testkit::{eventually, Redis};
 
 const USAGE: &str = "\
 usage: switchboard-bench [all|tokens|connect|relay|fanout|idle|cluster|channels] [options]
@@ -97,12 +98,8 @@ struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        let server_bin = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("switchboard")))
-            .unwrap_or_else(|| PathBuf::from("target/release/switchboard"));
         Self {
-            server_bin,
+            server_bin: switchboard_testkit::switchboard_binary(),
             server_core: 0,
             gen_core: 1,
             rounds: 3,
@@ -285,7 +282,7 @@ fn bench(o: &Options, workloads: &[&str]) -> Result<(), Error> {
         )
         .into());
     }
-    procs::pin_to_core(o.gen_core)
+    switchboard_testkit::pin_to_core(o.gen_core)
         .map_err(|e| format!("cannot pin the generator to core {}: {e}", o.gen_core))?;
     raise_nofile();
     // Children inherit the nice value, so the servers run at the same priority.
@@ -856,14 +853,14 @@ fn part_pct(run: &Run, i: usize) -> f64 {
 struct Cluster {
     a: Server,
     b: Server,
-    redis: procs::Redis,
+    redis: Redis,
 }
 
 impl Cluster {
     /// Starts Redis and two instances on the server core and waits until both report
     /// `"cluster":{"redis":"ok"}` on `GET /health`.
     async fn start(o: &Options) -> Result<Self, Error> {
-        let redis = procs::Redis::start(o.server_core)?;
+        let redis = Redis::start_on_core(o.server_core)?;
         let extra = [("REDIS_URL", redis.url())];
         let a = Server::start_switchboard(&o.server_bin, o.server_core, &extra)?;
         let b = Server::start_switchboard(&o.server_bin, o.server_core, &extra)?;
@@ -874,7 +871,7 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn stop(self) {
+    fn stop(mut self) {
         self.a.stop();
         self.b.stop();
         self.redis.stop();
@@ -888,33 +885,32 @@ async fn wait_redis_ok(name: &str, server: &Server) -> Result<(), Error> {
     let procs::Endpoint::Switchboard { http, .. } = server.endpoint else {
         return Err("a cluster instance must be switchboard".into());
     };
-    let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
-    loop {
+    eventually(CLUSTER_READY_TIMEOUT, || async {
         let answer = tokio::time::timeout(Duration::from_secs(2), async {
             let mut client = client::HttpClient::connect(http).await?;
             client.get("/health").await
         })
         .await;
-        let last = match answer {
+        match answer {
             Ok(Ok((status, body))) => {
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 if v["cluster"]["redis"] == "ok" {
                     return Ok(());
                 }
-                format!("HTTP {status}: {}", String::from_utf8_lossy(&body))
+                Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)))
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer within 2 s".into(),
-        };
-        if Instant::now() > deadline {
-            return Err(format!(
-                "instance {name} did not report \"cluster\":{{\"redis\":\"ok\"}} on /health \
-                 within {CLUSTER_READY_TIMEOUT:?}; last answer: {last}"
-            )
-            .into());
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer within 2 s".into()),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .map_err(|last| {
+        format!(
+            "instance {name} did not report \"cluster\":{{\"redis\":\"ok\"}} on /health \
+             within {CLUSTER_READY_TIMEOUT:?}; last answer: {last}"
+        )
+        .into()
+    })
 }
 
 /// One cluster attempt on fresh processes: `pairs` relay pairs whose offerers join on
@@ -929,7 +925,7 @@ async fn cluster_relay(
 ) -> Result<Run, Error> {
     let cluster = Cluster::start(o).await?;
     let (a, b) = (&cluster.a.endpoint, &cluster.b.endpoint);
-    let watched = [cluster.a.pid, cluster.b.pid, cluster.redis.pid];
+    let watched = [cluster.a.pid, cluster.b.pid, cluster.redis.pid()];
     let shape = workloads::RelayShape {
         pairs,
         outstanding: o.outstanding,
@@ -961,7 +957,7 @@ async fn cluster_relay(
             run.failures,
             cluster.a.cpus_allowed(),
             cluster.b.cpus_allowed(),
-            cluster.redis.cpus_allowed(),
+            procs::cpus_allowed(cluster.redis.pid()),
         );
     }
     cluster.stop();

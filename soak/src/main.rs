@@ -16,14 +16,16 @@
 //!
 //! ```text
 //! switchboard-soak [--duration 3m] [--peers 600] [--pairs 16] [--rooms 150]
-//!                  [--server target/release/switchboard] [--seed N]
+//!                  [--server PATH] [--seed N]
 //! ```
+//!
+//! `--server` defaults to the `switchboard` next to this binary (`target/<profile>/`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,8 +37,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use switchboard_auth::TokenKeys;
+use switchboard_testkit::{eventually, switchboard_binary, Launch, Switchboard, JWT_SECRET};
 
-const JWT_SECRET: &str = "switchboard-soak-secret-0123456789abcdef-0123";
 /// The server's `MAX_MESSAGE_BYTES` in the soak.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Interval of the well-behaved senders (20/s, well under the rate limit).
@@ -73,17 +75,12 @@ fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let default_server = ["target/release/switchboard", "target/debug/switchboard"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("target/release/switchboard"));
     let mut args = Args {
         duration: Duration::from_secs(180),
         peers: 600,
         pairs: 16,
         rooms: 150,
-        server: default_server,
+        server: switchboard_binary(),
         seed: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64),
@@ -136,111 +133,51 @@ impl Rng {
 
 // ---- the server process ------------------------------------------------------------------
 
-struct ServerProc {
-    child: Child,
-    http: SocketAddr,
-    signaling: SocketAddr,
-    panics: Arc<Mutex<Vec<String>>>,
-}
+/// The server under soak, started through the test kit with settings that make churn show
+/// quickly: one-second graces, sweeps and memory samples.
+struct Server(Switchboard);
 
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Server {
+    fn start(path: &Path) -> Result<Self, String> {
+        Launch::new()
+            .binary(path)
+            .envs(&[
+                ("MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES.to_string().as_str()),
+                ("RECONNECT_GRACE_SECONDS", "1"),
+                ("ROOM_EMPTY_GRACE_SECONDS", "1"),
+                ("ROOM_SWEEP_INTERVAL_SECONDS", "1"),
+                ("MAX_CONNECTIONS", "15000"),
+                // The soak is about churn, not memory pressure: no cleanup may interfere.
+                ("MEMORY_WARNING_MB", "8000"),
+                ("MEMORY_CRITICAL_MB", "16000"),
+                // Samples (and allocator trims) every second, so a settled server shows it soon.
+                ("MEMORY_CHECK_INTERVAL_SECONDS", "1"),
+            ])
+            .start()
+            .map(Self)
+            .map_err(|e| e.to_string())
     }
-}
 
-fn start_server(path: &PathBuf) -> Result<ServerProc, String> {
-    let mut child = Command::new(path)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs([
-            ("HOST", "127.0.0.1"),
-            ("PORT", "0"),
-            ("SIGNALING_PORT", "0"),
-            ("LOG_FORMAT", "json"),
-            ("RUST_LOG", "info"),
-            ("JWT_SECRET", JWT_SECRET),
-            ("MAX_MESSAGE_BYTES", &MAX_MESSAGE_BYTES.to_string()),
-            ("RECONNECT_GRACE_SECONDS", "1"),
-            ("ROOM_EMPTY_GRACE_SECONDS", "1"),
-            ("ROOM_SWEEP_INTERVAL_SECONDS", "1"),
-            ("MAX_CONNECTIONS", "15000"),
-            // The soak is about churn, not memory pressure: no cleanup may interfere.
-            ("MEMORY_WARNING_MB", "8000"),
-            ("MEMORY_CRITICAL_MB", "16000"),
-            // Samples (and allocator trims) every second, so a settled server shows it soon.
-            ("MEMORY_CHECK_INTERVAL_SECONDS", "1"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
-    let panics = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let watch = |stream: Box<dyn Read + Send>, tx: Option<std::sync::mpsc::Sender<_>>| {
-        let panics = panics.clone();
-        std::thread::spawn(move || {
-            let mut tx = tx;
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("panicked") {
-                    panics
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(line.clone());
-                }
-                if let Some(addrs) = tx.as_ref().and_then(|_| listening(&line)) {
-                    let _ = tx.take().map(|tx| tx.send(addrs));
-                }
-            }
-        });
-    };
-    watch(Box::new(child.stdout.take().expect("piped")), Some(tx));
-    watch(Box::new(child.stderr.take().expect("piped")), None);
-    let (http, signaling) = rx
-        .recv_timeout(Duration::from_secs(15))
-        .map_err(|_| "the server printed no `listening` line".to_string())?;
-    Ok(ServerProc {
-        child,
-        http,
-        signaling,
-        panics,
-    })
-}
+    /// The lines the server logged about a panic.
+    fn panics(&self) -> Vec<String> {
+        let mut output = self.0.process.output();
+        output.retain(|line| line.contains("panicked"));
+        output
+    }
 
-fn listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let v: Value = serde_json::from_str(line).ok()?;
-    let f = &v["fields"];
-    (f["message"] == "listening").then_some(())?;
-    Some((
-        f["http_addr"].as_str()?.parse().ok()?,
-        f["signaling_addr"].as_str()?.parse().ok()?,
-    ))
-}
-
-impl ServerProc {
     fn rss_bytes(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .map_or(0, |kib| kib * 1024)
+        self.0.process.rss_kib().map_or(0, |kib| kib * 1024)
     }
 
     /// A plain HTTP/1.1 GET; returns the body.
     fn get(&self, path: &str) -> Result<String, String> {
-        let mut s = std::net::TcpStream::connect(self.http).map_err(|e| e.to_string())?;
+        let http = self.0.http_addr;
+        let mut s = std::net::TcpStream::connect(http).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|e| e.to_string())?;
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.http
+            "GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
         )
         .map_err(|e| e.to_string())?;
         let mut out = String::new();
@@ -249,8 +186,15 @@ impl ServerProc {
         Ok(body.to_string())
     }
 
-    fn stats(&self) -> Result<Value, String> {
-        serde_json::from_str(&self.get("/stats")?).map_err(|e| e.to_string())
+    /// Open connections, authenticated peers and rooms, from `/stats`.
+    fn figures(&self) -> Result<(u64, u64, u64), String> {
+        let s: Value = serde_json::from_str(&self.get("/stats")?).map_err(|e| e.to_string())?;
+        let figure = |v: &Value| v.as_u64().unwrap_or(u64::MAX);
+        Ok((
+            figure(&s["server"]["totalConnections"]),
+            figure(&s["server"]["authenticatedPeers"]),
+            figure(&s["server"]["activeRooms"]),
+        ))
     }
 
     fn heap_bytes(&self) -> u64 {
@@ -266,21 +210,14 @@ impl ServerProc {
 
     /// Waits until no connection, peer or room is left; returns the last figures.
     async fn settle(&self) -> Result<(u64, u64, u64), String> {
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        loop {
-            let s = self.stats()?;
-            let figures = (
-                s["server"]["totalConnections"].as_u64().unwrap_or(u64::MAX),
-                s["server"]["authenticatedPeers"]
-                    .as_u64()
-                    .unwrap_or(u64::MAX),
-                s["server"]["activeRooms"].as_u64().unwrap_or(u64::MAX),
-            );
-            if figures == (0, 0, 0) || Instant::now() > deadline {
-                return Ok(figures);
+        let settled = eventually(SETTLE_TIMEOUT, || async {
+            match self.figures() {
+                Ok(figures) if figures == (0, 0, 0) => Ok(figures),
+                other => Err(other),
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await;
+        settled.or_else(|last| last)
     }
 }
 
@@ -750,9 +687,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 async fn run(args: Args) -> Result<bool, String> {
-    let server = start_server(&args.server)?;
+    let server = Server::start(&args.server)?;
     let ctx = Arc::new(Ctx {
-        signaling: server.signaling,
+        signaling: server.0.signaling_addr,
         keys: TokenKeys::new(JWT_SECRET.as_bytes()),
         rooms: args.rooms,
         stop: AtomicBool::new(false),
@@ -788,11 +725,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let received: u64 = result.flows.iter().map(|f| f.received).sum();
     let out_of_order: u64 = result.flows.iter().map(|f| f.out_of_order).sum();
     let cuts: Vec<&String> = result.flows.iter().filter_map(|f| f.cut.as_ref()).collect();
-    let panics = server
-        .panics
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let panics = server.panics();
     let heap_ok = heap1 as f64 <= heap0 as f64 * (1.0 + MEMORY_TOLERANCE) + 256.0 * 1024.0;
     let rss_ok = rss1 as f64 <= rss0 as f64 * (1.0 + MEMORY_TOLERANCE);
     let delivered_ok = sent == received && out_of_order == 0 && cuts.is_empty() && sent > 0;

@@ -1,20 +1,15 @@
-//! Black-box harness: starts the real `switchboard` binary on port 0, waits for its
-//! `listening` log line, records everything it prints, and offers small HTTP and
-//! WebSocket clients whose every wait is bounded.
+//! Black-box harness: the real `switchboard` binary, started on port 0 by
+//! `switchboard-testkit` (which records everything it prints), and small HTTP and WebSocket
+//! clients for it whose every wait is bounded.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use switchboard_testkit::{eventually, Exited, Switchboard};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -22,316 +17,30 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
-/// The HMAC key every test server signs tokens with (so tests can forge and verify them).
-pub const JWT_SECRET: &str = "switchboard-integration-test-secret-0123456789abcdef";
+pub use switchboard_testkit::{Launch, JWT_SECRET};
+
 /// Longest a test waits for any single expected event.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest a server may take to print its `listening` line.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Close code reported when the connection ended without a close frame.
 pub const ABNORMAL_CLOSE: u16 = 1006;
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn fresh_dir() -> PathBuf {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let dir = std::env::temp_dir().join(format!(
-        "switchboard-it-{}-{}-{}",
-        std::process::id(),
-        n,
-        nanos
-    ));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+/// What the configuration tests expect of a [`Launch`]: a server that refuses its settings.
+pub trait ExpectRefusal {
+    /// Runs the server expecting a non-zero exit within the startup bound, exactly one
+    /// non-empty stderr line and that line naming `var`, and no `listening` line.
+    fn expect_refusal_naming(self, var: &str) -> Exited;
 }
 
-/// Everything the process printed, line by line.
-#[derive(Default)]
-struct Output {
-    stdout: Vec<String>,
-    stderr: Vec<String>,
-}
-
-/// How to start one server process.
-#[derive(Clone)]
-pub struct Launch {
-    vars: Vec<(String, String)>,
-    dotenv: Option<String>,
-    core: Option<usize>,
-}
-
-impl Default for Launch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Launch {
-    /// The base environment: loopback, port 0, JSON logs, the fixed test secret.
-    pub fn new() -> Self {
-        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
-        let vars = [
-            ("PATH", path.as_str()),
-            ("HOST", "127.0.0.1"),
-            ("PORT", "0"),
-            ("SIGNALING_PORT", "0"),
-            ("LOG_FORMAT", "json"),
-            ("RUST_LOG", "info"),
-            ("JWT_SECRET", JWT_SECRET),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        Self {
-            vars,
-            dotenv: None,
-            core: None,
-        }
-    }
-
-    /// Lets the server run on this one CPU only (as `taskset -c core` would).
-    pub fn on_core(mut self, core: usize) -> Self {
-        self.core = Some(core);
-        self
-    }
-
-    /// Sets (or overrides) one variable.
-    pub fn env(mut self, key: &str, value: &str) -> Self {
-        self.vars.retain(|(k, _)| k != key);
-        self.vars.push((key.to_string(), value.to_string()));
-        self
-    }
-
-    /// Sets several variables.
-    pub fn envs(mut self, vars: &[(&str, &str)]) -> Self {
-        for (k, v) in vars {
-            self = self.env(k, v);
-        }
-        self
-    }
-
-    /// Removes a variable from the base environment.
-    pub fn unset(mut self, key: &str) -> Self {
-        self.vars.retain(|(k, _)| k != key);
-        self
-    }
-
-    /// Writes a `.env` file with these contents into the working directory.
-    pub fn dotenv(mut self, contents: &str) -> Self {
-        self.dotenv = Some(contents.to_string());
-        self
-    }
-
-    fn spawn(&self) -> (Child, PathBuf) {
-        let dir = fresh_dir();
-        if let Some(contents) = &self.dotenv {
-            std::fs::write(dir.join(".env"), contents).expect("write .env");
-        }
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-        cmd.env_clear()
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.vars {
-            cmd.env(k, v);
-        }
-        if let Some(core) = self.core {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: only sched_setaffinity(2) on the child itself, between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(core, &mut set);
-                    if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = cmd.spawn().expect("spawn switchboard");
-        (child, dir)
-    }
-
-    /// Starts the server and waits for its `listening` line.
-    pub fn start(self) -> Server {
-        let (mut child, dir) = self.spawn();
-        let output = Arc::new(Mutex::new(Output::default()));
-        let (ready_tx, ready_rx) = mpsc::channel::<(String, String)>();
-
-        let stdout = child.stdout.take().expect("stdout piped");
-        let out = output.clone();
-        let stdout_reader = std::thread::spawn(move || {
-            let mut ready_tx = Some(ready_tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if ready_tx.is_some() {
-                    if let Some(addrs) = listening_addrs(&line) {
-                        let _ = ready_tx.take().unwrap().send(addrs);
-                    }
-                }
-                out.lock().unwrap().stdout.push(line);
-            }
-        });
-        let stderr = child.stderr.take().expect("stderr piped");
-        let out = output.clone();
-        let stderr_reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                out.lock().unwrap().stderr.push(line);
-            }
-        });
-
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let (http_addr, signaling_addr) = loop {
-            match ready_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(addrs) => break addrs,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let _ = stderr_reader.join();
-                    let o = output.lock().unwrap();
-                    panic!(
-                        "server stdout closed before the listening line\nstdout:\n{}\nstderr:\n{}",
-                        o.stdout.join("\n"),
-                        o.stderr.join("\n")
-                    );
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                // Give the readers a moment to collect the last lines.
-                let _ = stderr_reader.join();
-                let o = output.lock().unwrap();
-                panic!(
-                    "server exited with {status} before listening\nstdout:\n{}\nstderr:\n{}",
-                    o.stdout.join("\n"),
-                    o.stderr.join("\n")
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                let o = output.lock().unwrap();
-                panic!(
-                    "no `listening` log line within {STARTUP_TIMEOUT:?}\nstdout:\n{}\nstderr:\n{}",
-                    o.stdout.join("\n"),
-                    o.stderr.join("\n")
-                );
-            }
-        };
-
-        Server {
-            child,
-            http_addr,
-            signaling_addr,
-            output,
-            readers: vec![stdout_reader, stderr_reader],
-            dir,
-            http: reqwest::Client::builder()
-                .timeout(RECV_TIMEOUT)
-                .build()
-                .expect("reqwest client"),
-        }
-    }
-
-    /// The variables that differ from the base environment, for failure messages.
-    pub fn describe(&self) -> String {
-        let base = Launch::new();
-        let mut parts: Vec<String> = self
-            .vars
-            .iter()
-            .filter(|kv| !base.vars.contains(kv))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        for (k, _) in &base.vars {
-            if !self.vars.iter().any(|(k2, _)| k2 == k) {
-                parts.push(format!("-{k}"));
-            }
-        }
-        parts.join(" ")
-    }
-
-    /// Runs the server expecting it to refuse its configuration and exit quickly.
-    pub fn expect_failure(self) -> Failure {
-        self.try_expect_failure().unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Like [`Launch::expect_failure`], reporting a server that started as an `Err`.
-    pub fn try_expect_failure(self) -> Result<Failure, String> {
-        let described = self.describe();
-        let (mut child, dir) = self.spawn();
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let mut stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let out_t = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stdout.read_to_string(&mut s);
-            s
-        });
-        let err_t = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(format!(
-                    "server with {described} did not exit within {STARTUP_TIMEOUT:?}; stdout:\n{}",
-                    out_t.join().unwrap()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(Failure {
-            status,
-            stdout: out_t.join().unwrap(),
-            stderr: err_t.join().unwrap(),
-        })
-    }
-}
-
-/// What a process that refused to start left behind.
-#[derive(Debug)]
-pub struct Failure {
-    /// Its exit status.
-    pub status: ExitStatus,
-    /// All of stdout.
-    pub stdout: String,
-    /// All of stderr.
-    pub stderr: String,
-}
-
-impl Failure {
-    /// The non-empty stderr lines.
-    pub fn stderr_lines(&self) -> Vec<&str> {
-        self.stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect()
-    }
-
-    /// Asserts a non-zero exit and exactly one non-empty stderr line naming `var`.
-    pub fn assert_names(&self, var: &str) {
+impl ExpectRefusal for Launch {
+    fn expect_refusal_naming(self, var: &str) -> Exited {
+        let exited = self.expect_exit().unwrap_or_else(|e| panic!("{e}"));
         assert!(
-            !self.status.success(),
+            !exited.status.success(),
             "expected a non-zero exit for bad {var}, got {}; stderr: {:?}",
-            self.status,
-            self.stderr
+            exited.status,
+            exited.stderr
         );
-        let lines = self.stderr_lines();
+        let lines = exited.stderr_lines();
         assert_eq!(
             lines.len(),
             1,
@@ -343,43 +52,22 @@ impl Failure {
             lines[0]
         );
         assert!(
-            !self.stdout.contains("\"listening\""),
+            !exited.stdout.contains("\"listening\""),
             "server claimed to listen despite bad {var}: {}",
-            self.stdout
+            exited.stdout
         );
+        exited
     }
 }
 
-fn listening_addrs(line: &str) -> Option<(String, String)> {
-    let v: Value = serde_json::from_str(line).ok()?;
-    let fields = v.get("fields")?;
-    if fields.get("message")?.as_str()? != "listening" {
-        return None;
-    }
-    let http = fields.get("http_addr")?.as_str()?.to_string();
-    let sig = fields.get("signaling_addr")?.as_str()?.to_string();
-    Some((http, sig))
-}
-
-/// One running server process; killed on drop.
+/// One running server with an HTTP client for it; killed on drop.
 pub struct Server {
-    child: Child,
+    server: Switchboard,
     /// `127.0.0.1:PORT` of the HTTP API.
     pub http_addr: String,
     /// `127.0.0.1:PORT` of the signaling WebSocket.
     pub signaling_addr: String,
-    output: Arc<Mutex<Output>>,
-    readers: Vec<JoinHandle<()>>,
-    dir: PathBuf,
     http: reqwest::Client,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// A parsed HTTP answer.
@@ -414,15 +102,26 @@ impl HttpResponse {
 impl Server {
     /// Starts a server with the base environment plus `vars`.
     pub fn start(vars: &[(&str, &str)]) -> Server {
-        Launch::new().envs(vars).start()
+        Self::launch(Launch::new().envs(vars))
+    }
+
+    /// Starts the server `launch` describes and waits for its `listening` line.
+    pub fn launch(launch: Launch) -> Server {
+        let server = launch.start().unwrap_or_else(|e| panic!("{e}"));
+        Server {
+            http_addr: server.http_addr.to_string(),
+            signaling_addr: server.signaling_addr.to_string(),
+            server,
+            http: reqwest::Client::builder()
+                .timeout(RECV_TIMEOUT)
+                .build()
+                .expect("reqwest client"),
+        }
     }
 
     /// Port of the signaling listener.
     pub fn signaling_port(&self) -> u16 {
-        self.signaling_addr
-            .parse::<SocketAddr>()
-            .expect("signaling_addr is ip:port")
-            .port()
+        self.server.signaling_addr.port()
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -433,22 +132,6 @@ impl Server {
     /// `ws://127.0.0.1:PORT/ws{query}` (`query` includes its `?`).
     pub fn ws_url(&self, query: &str) -> String {
         format!("ws://{}/ws{}", self.signaling_addr, query)
-    }
-
-    /// Every stdout and stderr line printed so far.
-    pub fn output(&self) -> Vec<String> {
-        let o = self.output.lock().unwrap();
-        o.stdout.iter().chain(o.stderr.iter()).cloned().collect()
-    }
-
-    /// Kills the process and returns everything it printed.
-    pub fn stop(mut self) -> Vec<String> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        self.output()
     }
 
     /// Sends one HTTP request with an optional Bearer credential and JSON body.
@@ -487,6 +170,57 @@ impl Server {
     /// `GET path`.
     pub async fn get(&self, path: &str) -> HttpResponse {
         self.request(reqwest::Method::GET, path, None, None).await
+    }
+
+    /// `GET path` again and again until `done` holds for the answer, which it returns;
+    /// panics after `timeout` with the last answer, saying that `what` was waited for.
+    pub async fn get_until(
+        &self,
+        path: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&HttpResponse) -> bool,
+    ) -> HttpResponse {
+        eventually(timeout, || async {
+            let answer = self.get(path).await;
+            if done(&answer) {
+                Ok(answer)
+            } else {
+                Err(answer)
+            }
+        })
+        .await
+        .unwrap_or_else(|last| {
+            panic!(
+                "waited {timeout:?} for {what}; last answer to GET {path}: {} {}",
+                last.status, last.body
+            )
+        })
+    }
+
+    /// `GET path` until it answers `status` (at most `timeout`); returns that answer.
+    pub async fn get_until_status(
+        &self,
+        path: &str,
+        status: u16,
+        timeout: Duration,
+    ) -> HttpResponse {
+        let what = format!("status {status}");
+        self.get_until(path, timeout, &what, |r| r.status == status)
+            .await
+    }
+
+    /// Waits until `GET /api/rooms/{room}` lists `user` as reconnecting: the server has seen
+    /// its connection drop.
+    pub async fn wait_reconnecting(&self, room: &str, user: &str) {
+        let what = format!("{user} to become reconnecting");
+        self.get_until(
+            &format!("/api/rooms/{room}"),
+            Duration::from_millis(2500),
+            &what,
+            |r| peer(&r.body["peers"], user)["status"] == "reconnecting",
+        )
+        .await;
     }
 
     /// `GET path` with a Bearer credential.
@@ -970,7 +704,8 @@ pub fn is_uuid_v4(s: &str) -> bool {
     b[14] == b'4' && matches!(b[19], b'8' | b'9' | b'a' | b'b' | b'A' | b'B')
 }
 
-/// Whether `s` is a valid room or user id per SPEC section 2.
+/// Whether `s` is a valid room or user id, as the introduction of `docs/protocol.md` defines
+/// identifiers.
 pub fn is_valid_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.chars()
@@ -1009,38 +744,40 @@ pub fn assert_peer_info(p: &Value, user: &str, is_host: bool, status: &str) {
 impl Server {
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.process.pid()
     }
 
     /// Sends SIGTERM to the server.
     pub fn terminate(&self) {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("kill(1) runs");
-        assert!(status.success(), "kill -TERM failed");
+        self.server.process.terminate().expect("kill -TERM");
+    }
+
+    /// Sends SIGKILL to the server and waits until it is gone.
+    pub fn kill(&mut self) {
+        self.server.process.kill();
     }
 
     /// Waits up to `timeout` for the process to exit; returns its status.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.server.process.wait_exit(timeout)
+    }
+
+    /// Every stdout and stderr line printed so far.
+    pub fn output(&self) -> Vec<String> {
+        self.server.process.output()
+    }
+
+    /// Kills the process and returns everything it printed.
+    pub fn stop(mut self) -> Vec<String> {
+        self.kill();
+        self.output()
     }
 
     /// The server's resident memory in KiB (VmRSS).
     pub fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS line")
+        self.server
+            .process
+            .rss_kib()
+            .expect("VmRSS of a running server")
     }
 }
