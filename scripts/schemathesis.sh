@@ -82,7 +82,7 @@ check_log() {
   fi
 }
 
-# Without keys, admin calls answer 403 FORBIDDEN whatever the request (SPEC 3): the
+# Without keys, admin calls answer 403 FORBIDDEN whatever the request (docs/protocol.md#7-rooms-over-http): the
 # "missing header gives 401" check is for the run with keys.
 start_server "$WORK/anonymous.log"
 run "no keys" --exclude-checks missing_required_header
