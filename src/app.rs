@@ -36,9 +36,9 @@ fn random_secret() -> std::io::Result<[u8; 32]> {
     Ok(secret)
 }
 
-/// Runs the server until SIGINT/SIGTERM, then drains.
-pub async fn run(config: Config) -> std::io::Result<()> {
-    let keys = match &config.jwt_secret {
+/// The room token keys: `JWT_SECRET`, or a random key that lives as long as the process.
+fn token_keys(config: &Config) -> std::io::Result<TokenKeys> {
+    Ok(match &config.jwt_secret {
         Some(secret) => TokenKeys::new(secret.expose().as_bytes()),
         None => {
             tracing::warn!(
@@ -47,8 +47,47 @@ pub async fn run(config: Config) -> std::io::Result<()> {
             );
             TokenKeys::new(&random_secret()?)
         }
-    };
+    })
+}
 
+/// The Redis broker, when `REDIS_URL` is set (it connects lazily: startup never waits).
+fn redis_cluster(config: &Config) -> std::io::Result<Option<Arc<RedisCluster>>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let cluster = RedisCluster::new(ClusterConfig {
+        redis_url: url.expose().to_owned(),
+        instance_timeout: config.instance_timeout,
+    })
+    .map_err(|e| std::io::Error::other(format!("REDIS_URL: {e}")))?;
+    tracing::info!(instance = cluster.instance_id(), "cluster mode (Redis)");
+    Ok(Some(cluster))
+}
+
+/// The memory monitor, acting on this process's rooms and connections.
+fn memory_monitor(
+    config: &Config,
+    registry: &Arc<Registry>,
+    signaling: &SignalingServer,
+) -> Arc<Monitor> {
+    let janitor = Arc::new(crate::janitor::Rooms {
+        registry: registry.clone(),
+        signaling: signaling.clone(),
+    });
+    Arc::new(Monitor::new(
+        janitor,
+        Thresholds {
+            warning_mb: config.memory_warning_mb,
+            critical_mb: config.memory_critical_mb,
+        },
+        config.memory_check_interval,
+        config.signaling.heartbeat_interval * 2,
+    ))
+}
+
+/// Runs the server until SIGINT/SIGTERM, then drains.
+pub async fn run(config: Config) -> std::io::Result<()> {
+    let keys = token_keys(&config)?;
     let http_listener = TcpListener::bind((config.host, config.port)).await?;
     let signaling_listener = TcpListener::bind((config.host, config.signaling_port)).await?;
     let http_addr = http_listener.local_addr()?;
@@ -56,18 +95,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
 
     let stats = Arc::new(Stats::default());
     let signaling_config = Arc::new(config.signaling.clone());
-    let cluster = match &config.redis_url {
-        None => None,
-        Some(url) => {
-            let cluster = RedisCluster::new(ClusterConfig {
-                redis_url: url.expose().to_owned(),
-                instance_timeout: config.instance_timeout,
-            })
-            .map_err(|e| std::io::Error::other(format!("REDIS_URL: {e}")))?;
-            tracing::info!(instance = cluster.instance_id(), "cluster mode (Redis)");
-            Some(cluster)
-        }
-    };
+    let cluster = redis_cluster(&config)?;
     let registry = match &cluster {
         Some(cluster) => Registry::with_broker(signaling_config, stats.clone(), cluster.clone()),
         None => Registry::new(signaling_config, stats.clone()),
@@ -79,21 +107,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let cluster_tasks = cluster
         .as_ref()
         .map(|c| c.start(registry.clone(), stop_cluster.clone()));
-
-    let janitor = Arc::new(crate::janitor::Rooms {
-        registry: registry.clone(),
-        signaling: signaling.clone(),
-    });
-    let monitor = Arc::new(Monitor::new(
-        janitor,
-        Thresholds {
-            warning_mb: config.memory_warning_mb,
-            critical_mb: config.memory_critical_mb,
-        },
-        config.memory_check_interval,
-        config.signaling.heartbeat_interval * 2,
-    ));
-
+    let monitor = memory_monitor(&config, &registry, &signaling);
     let app = Arc::new(App {
         monitor: monitor.clone(),
         keys,
@@ -126,62 +140,103 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     until_stopped(monitor.run().boxed());
     until_stopped(crate::allocator::trim_every(app.config.memory_check_interval).boxed());
     background.close();
-
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_stopped = async {
-        let _ = http_stopped.await;
-    };
-    let http = match &app.config.tls {
-        Some(tls) => tokio::spawn(crate::tls::serve_https(
-            crate::routes::all(app.clone()),
-            http_listener,
-            tls.acceptor(),
-            http_stopped,
-        )),
-        None => tokio::spawn(
-            warp::serve(crate::routes::all(app.clone()))
-                .incoming(http_listener)
-                .graceful(http_stopped)
-                .run(),
-        ),
-    };
-
+    let http = Http::serve(&app, http_listener);
     tracing::info!(http_addr = %http_addr, signaling_addr = %signaling_addr, "listening");
 
     shutdown_signal().await;
-    tracing::info!(
-        connections = signaling.connections(),
-        "shutdown signal received, draining"
-    );
-    app.draining.store(true, Relaxed);
-    // docs/lifecycle.md#shutdown: refuse upgrades, tell every peer, wait for the closing
-    // handshakes (bounded), then stop what served them.
-    signaling.drain(RECONNECT_AFTER);
-    if tokio::time::timeout(DRAIN_TIMEOUT, signaling.wait_closed())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            remaining = signaling.connections(),
-            "drain deadline passed; exiting with connections open"
-        );
+    Shutdown {
+        app,
+        signaling,
+        stop,
+        background,
+        stop_cluster,
+        cluster_tasks,
+        http,
     }
-    stop.cancel();
-    background.wait().await;
-    // The cluster last: its publisher sends the departures the drain queued, then ends.
-    stop_cluster.cancel();
-    if let Some(tasks) = cluster_tasks {
-        if tokio::time::timeout(CLUSTER_FLUSH_TIMEOUT, tasks.wait())
+    .run()
+    .await;
+    Ok(())
+}
+
+/// The HTTP server task and the switch that stops it gracefully.
+struct Http {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Http {
+    fn serve(app: &Arc<App>, listener: TcpListener) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let routes = crate::routes::all(app.clone());
+        let task = match &app.config.tls {
+            Some(tls) => tokio::spawn(crate::tls::serve_https(
+                routes,
+                listener,
+                tls.acceptor(),
+                stopped,
+            )),
+            None => tokio::spawn(
+                warp::serve(routes)
+                    .incoming(listener)
+                    .graceful(stopped)
+                    .run(),
+            ),
+        };
+        Self { stop, task }
+    }
+}
+
+/// What a shutdown stops, in its order (`docs/lifecycle.md#shutdown`).
+struct Shutdown {
+    app: Arc<App>,
+    signaling: SignalingServer,
+    /// Stops the accept loop, heartbeats, sweeper and monitor (`background`).
+    stop: CancellationToken,
+    background: TaskTracker,
+    stop_cluster: CancellationToken,
+    cluster_tasks: Option<TaskTracker>,
+    http: Http,
+}
+
+impl Shutdown {
+    /// Refuses upgrades and tells every peer, waits for the closing handshakes (bounded),
+    /// stops what served them, lets the cluster publish the departures, then stops HTTP.
+    async fn run(self) {
+        let signaling = &self.signaling;
+        tracing::info!(
+            connections = signaling.connections(),
+            "shutdown signal received, draining"
+        );
+        self.app.draining.store(true, Relaxed);
+        signaling.drain(RECONNECT_AFTER);
+        if tokio::time::timeout(DRAIN_TIMEOUT, signaling.wait_closed())
             .await
             .is_err()
         {
-            tracing::warn!("cluster publisher did not finish in time; exiting anyway");
+            tracing::warn!(
+                remaining = signaling.connections(),
+                "drain deadline passed; exiting with connections open"
+            );
         }
+        self.stop.cancel();
+        self.background.wait().await;
+        // The cluster last: its publisher sends the departures the drain queued, then ends.
+        self.stop_cluster.cancel();
+        if let Some(tasks) = self.cluster_tasks {
+            if tokio::time::timeout(CLUSTER_FLUSH_TIMEOUT, tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("cluster publisher did not finish in time; exiting anyway");
+            }
+        }
+        let _ = self.http.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.http.task).await;
+        tracing::info!(remaining = signaling.connections(), "drained, exiting");
     }
-    let _ = stop_http.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
-    tracing::info!(remaining = signaling.connections(), "drained, exiting");
-    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -175,50 +175,57 @@ impl Env<'_> {
     }
 }
 
-impl Config {
-    /// Reads the configuration through `get` (the process environment in production).
-    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env { get };
-        let host = match env.raw("HOST") {
-            None => IpAddr::from([0, 0, 0, 0]),
-            Some(h) if h == "localhost" => IpAddr::from([127, 0, 0, 1]),
+impl Env<'_> {
+    fn host(&self) -> Result<IpAddr, ConfigError> {
+        match self.raw("HOST") {
+            None => Ok(IpAddr::from([0, 0, 0, 0])),
+            Some(h) if h == "localhost" => Ok(IpAddr::from([127, 0, 0, 1])),
             Some(h) => h
                 .parse()
-                .map_err(|_| Env::err("HOST", "must be an IP address such as 0.0.0.0"))?,
-        };
-        let port = env.number("PORT", 3000u16)?;
-        let signaling_port = env.number("SIGNALING_PORT", 3001u16)?;
+                .map_err(|_| Self::err("HOST", "must be an IP address such as 0.0.0.0")),
+        }
+    }
+
+    /// `PORT` and `SIGNALING_PORT`, which must differ (0 picks a free port for each).
+    fn ports(&self) -> Result<(u16, u16), ConfigError> {
+        let port = self.number("PORT", 3000u16)?;
+        let signaling_port = self.number("SIGNALING_PORT", 3001u16)?;
         if port != 0 && port == signaling_port {
-            return Err(Env::err("SIGNALING_PORT", "must differ from PORT"));
+            return Err(Self::err("SIGNALING_PORT", "must differ from PORT"));
         }
+        Ok((port, signaling_port))
+    }
 
-        let jwt_secret = env.secret("JWT_SECRET");
-        if jwt_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
-            return Err(Env::err("JWT_SECRET", "must be at least 32 bytes"));
+    fn jwt_secret(&self) -> Result<Option<Secret>, ConfigError> {
+        let secret = self.secret("JWT_SECRET");
+        if secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
+            return Err(Self::err("JWT_SECRET", "must be at least 32 bytes"));
         }
+        Ok(secret)
+    }
 
-        let cors = env.list("CORS_ORIGINS");
-        let cors_origins = if cors.is_empty() || cors.iter().any(|o| o == "*") {
-            None
-        } else {
-            Some(cors)
-        };
+    /// `CORS_ORIGINS`: `None` allows any origin (unset, or `*`).
+    fn cors_origins(&self) -> Option<Vec<String>> {
+        let cors = self.list("CORS_ORIGINS");
+        (!cors.is_empty() && !cors.iter().any(|o| o == "*")).then_some(cors)
+    }
 
-        let stun_urls = env.list("STUN_URLS");
-        let turn_urls = env.list("TURN_URLS");
-        let turn_secret = env.raw("TURN_SECRET");
+    /// STUN and TURN servers handed to peers, with the TURN REST secret.
+    fn ice(&self) -> Result<IceConfig, ConfigError> {
+        let stun_urls = self.list("STUN_URLS");
+        let turn_urls = self.list("TURN_URLS");
+        let turn_secret = self.raw("TURN_SECRET");
         if !turn_urls.is_empty() && turn_secret.is_none() {
-            return Err(Env::err(
+            return Err(Self::err(
                 "TURN_URLS",
                 "is set but TURN_SECRET is not (TURN credentials need the shared secret)",
             ));
         }
-        if let Some(bad) = stun_urls
+        if stun_urls
             .iter()
-            .find(|u| !u.starts_with("stun:") && !u.starts_with("stuns:"))
+            .any(|u| !u.starts_with("stun:") && !u.starts_with("stuns:"))
         {
-            let _ = bad;
-            return Err(Env::err(
+            return Err(Self::err(
                 "STUN_URLS",
                 "every URL must start with stun: or stuns:",
             ));
@@ -227,108 +234,142 @@ impl Config {
             .iter()
             .any(|u| !u.starts_with("turn:") && !u.starts_with("turns:"))
         {
-            return Err(Env::err(
+            return Err(Self::err(
                 "TURN_URLS",
                 "every URL must start with turn: or turns:",
             ));
         }
+        Ok(IceConfig {
+            stun_urls,
+            turn_urls,
+            turn_secret,
+        })
+    }
 
-        let memory_warning_mb = env.positive("MEMORY_WARNING_MB", 200)?;
-        let memory_critical_mb = env.positive("MEMORY_CRITICAL_MB", 300)?;
-        if memory_critical_mb < memory_warning_mb {
-            return Err(Env::err(
+    /// `MEMORY_WARNING_MB` and `MEMORY_CRITICAL_MB`, the second not below the first.
+    fn memory_thresholds(&self) -> Result<(u64, u64), ConfigError> {
+        let warning = self.positive("MEMORY_WARNING_MB", 200)?;
+        let critical = self.positive("MEMORY_CRITICAL_MB", 300)?;
+        if critical < warning {
+            return Err(Self::err(
                 "MEMORY_CRITICAL_MB",
                 "must not be below MEMORY_WARNING_MB",
             ));
         }
+        Ok((warning, critical))
+    }
 
-        let log_format = match env.raw("LOG_FORMAT").as_deref().map(str::trim) {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(_) => return Err(Env::err("LOG_FORMAT", "must be text or json")),
-        };
-
-        let max_message_bytes = env.positive("MAX_MESSAGE_BYTES", 65_536)?;
-        if max_message_bytes < 1024 {
-            return Err(Env::err("MAX_MESSAGE_BYTES", "must be at least 1024"));
+    fn log_format(&self) -> Result<LogFormat, ConfigError> {
+        match self.raw("LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(_) => Err(Self::err("LOG_FORMAT", "must be text or json")),
         }
-        let rate_limit_per_second = env.positive("RATE_LIMIT_PER_SECOND", 50)?;
-        let rate_limit_burst = env.positive("RATE_LIMIT_BURST", 200)?;
-        let max_connections_per_ip = match env.raw("MAX_CONNECTIONS_PER_IP") {
-            None => None,
-            Some(_) => Some(env.positive("MAX_CONNECTIONS_PER_IP", 0)? as usize),
-        };
-        let to_u32 =
-            |var: &'static str, v: u64| u32::try_from(v).map_err(|_| Env::err(var, "is too large"));
+    }
 
-        let public_signaling_url = env.raw("PUBLIC_SIGNALING_URL");
-        if public_signaling_url
+    /// A positive number that must fit a `u32`.
+    fn positive_u32(&self, var: &'static str, default: u64) -> Result<u32, ConfigError> {
+        u32::try_from(self.positive(var, default)?).map_err(|_| Self::err(var, "is too large"))
+    }
+
+    fn public_signaling_url(&self) -> Result<Option<String>, ConfigError> {
+        let url = self.raw("PUBLIC_SIGNALING_URL");
+        if url
             .as_ref()
             .is_some_and(|u| !u.starts_with("ws://") && !u.starts_with("wss://"))
         {
-            return Err(Env::err(
+            return Err(Self::err(
                 "PUBLIC_SIGNALING_URL",
                 "must start with ws:// or wss://",
             ));
         }
+        Ok(url)
+    }
 
-        let tls = match (env.raw("TLS_CERT_PATH"), env.raw("TLS_KEY_PATH")) {
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(Env::err(
-                    "TLS_KEY_PATH",
-                    "must be set when TLS_CERT_PATH is",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(Env::err(
-                    "TLS_CERT_PATH",
-                    "must be set when TLS_KEY_PATH is",
-                ))
-            }
-            (Some(cert), Some(key)) => Some(TlsSettings::load(cert.trim(), key.trim())?),
+    /// The certificate and key for both ports, when both paths are set.
+    fn tls(&self) -> Result<Option<TlsSettings>, ConfigError> {
+        match (self.raw("TLS_CERT_PATH"), self.raw("TLS_KEY_PATH")) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(Self::err(
+                "TLS_KEY_PATH",
+                "must be set when TLS_CERT_PATH is",
+            )),
+            (None, Some(_)) => Err(Self::err(
+                "TLS_CERT_PATH",
+                "must be set when TLS_KEY_PATH is",
+            )),
+            (Some(cert), Some(key)) => Ok(Some(TlsSettings::load(cert.trim(), key.trim())?)),
+        }
+    }
+
+    /// The limits and timings of rooms and connections.
+    fn signaling(
+        &self,
+        allowed_origins: Option<Vec<String>>,
+        ice: IceConfig,
+    ) -> Result<SignalingConfig, ConfigError> {
+        let max_message_bytes = self.positive("MAX_MESSAGE_BYTES", 65_536)?;
+        if max_message_bytes < 1024 {
+            return Err(Self::err("MAX_MESSAGE_BYTES", "must be at least 1024"));
+        }
+        let max_connections_per_ip = match self.raw("MAX_CONNECTIONS_PER_IP") {
+            None => None,
+            Some(_) => Some(self.positive("MAX_CONNECTIONS_PER_IP", 0)? as usize),
         };
-
-        let signaling = SignalingConfig {
-            max_peers_per_room: env.positive("MAX_PEERS_PER_ROOM", 50)? as usize,
-            max_rooms: env.positive("MAX_ROOMS", 100_000)? as usize,
+        Ok(SignalingConfig {
+            max_peers_per_room: self.positive("MAX_PEERS_PER_ROOM", 50)? as usize,
+            max_rooms: self.positive("MAX_ROOMS", 100_000)? as usize,
             max_message_bytes: max_message_bytes as usize,
-            rate_limit_per_second: to_u32("RATE_LIMIT_PER_SECOND", rate_limit_per_second)?,
-            rate_limit_burst: to_u32("RATE_LIMIT_BURST", rate_limit_burst)?,
-            max_connections: env.positive("MAX_CONNECTIONS", 10_000)? as usize,
+            rate_limit_per_second: self.positive_u32("RATE_LIMIT_PER_SECOND", 50)?,
+            rate_limit_burst: self.positive_u32("RATE_LIMIT_BURST", 200)?,
+            max_connections: self.positive("MAX_CONNECTIONS", 10_000)? as usize,
             max_connections_per_ip,
-            allowed_origins: cors_origins.clone(),
-            auth_timeout: env.seconds("AUTH_TIMEOUT_SECONDS", 10.0, false)?,
-            heartbeat_interval: env.seconds("HEARTBEAT_INTERVAL_SECONDS", 30.0, false)?,
-            peer_timeout: env.seconds("PEER_TIMEOUT_SECONDS", 300.0, false)?,
-            reconnect_grace: env.seconds("RECONNECT_GRACE_SECONDS", 15.0, true)?,
-            room_sweep_interval: env.seconds("ROOM_SWEEP_INTERVAL_SECONDS", 60.0, false)?,
-            room_idle_timeout: env.seconds("ROOM_IDLE_TIMEOUT_SECONDS", 10_800.0, false)?,
-            room_empty_grace: env.seconds("ROOM_EMPTY_GRACE_SECONDS", 60.0, true)?,
-            outbound_queue_size: env.positive("OUTBOUND_QUEUE_SIZE", 256)? as usize,
-            ice: IceConfig {
-                stun_urls,
-                turn_urls,
-                turn_secret,
-            },
-        };
+            allowed_origins,
+            auth_timeout: self.seconds("AUTH_TIMEOUT_SECONDS", 10.0, false)?,
+            heartbeat_interval: self.seconds("HEARTBEAT_INTERVAL_SECONDS", 30.0, false)?,
+            peer_timeout: self.seconds("PEER_TIMEOUT_SECONDS", 300.0, false)?,
+            reconnect_grace: self.seconds("RECONNECT_GRACE_SECONDS", 15.0, true)?,
+            room_sweep_interval: self.seconds("ROOM_SWEEP_INTERVAL_SECONDS", 60.0, false)?,
+            room_idle_timeout: self.seconds("ROOM_IDLE_TIMEOUT_SECONDS", 10_800.0, false)?,
+            room_empty_grace: self.seconds("ROOM_EMPTY_GRACE_SECONDS", 60.0, true)?,
+            outbound_queue_size: self.positive("OUTBOUND_QUEUE_SIZE", 256)? as usize,
+            ice,
+        })
+    }
 
-        let redis_url = env.secret("REDIS_URL");
-        if redis_url.as_ref().is_some_and(|u| {
-            !u.expose().starts_with("redis://")
-                && !u.expose().starts_with("rediss://")
-                && !u.expose().starts_with("unix://")
-        }) {
-            return Err(Env::err(
+    fn redis_url(&self) -> Result<Option<Secret>, ConfigError> {
+        let url = self.secret("REDIS_URL");
+        let schemes = ["redis://", "rediss://", "unix://"];
+        if url
+            .as_ref()
+            .is_some_and(|u| !schemes.iter().any(|s| u.expose().starts_with(s)))
+        {
+            return Err(Self::err(
                 "REDIS_URL",
                 "must start with redis://, rediss:// or unix://",
             ));
         }
-        let instance_timeout = env.seconds("INSTANCE_TIMEOUT_SECONDS", 6.0, false)?;
+        Ok(url)
+    }
+}
 
+impl Config {
+    /// Reads the configuration through `get` (the process environment in production).
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env { get };
+        let host = env.host()?;
+        let (port, signaling_port) = env.ports()?;
+        let jwt_secret = env.jwt_secret()?;
+        let cors_origins = env.cors_origins();
+        let ice = env.ice()?;
+        let (memory_warning_mb, memory_critical_mb) = env.memory_thresholds()?;
+        let log_format = env.log_format()?;
+        let signaling = env.signaling(cors_origins.clone(), ice)?;
         Ok(Self {
-            redis_url,
-            instance_timeout,
+            public_signaling_url: env.public_signaling_url()?,
+            tls: env.tls()?,
+            redis_url: env.redis_url()?,
+            instance_timeout: env.seconds("INSTANCE_TIMEOUT_SECONDS", 6.0, false)?,
             host,
             port,
             signaling_port,
@@ -340,9 +381,7 @@ impl Config {
             memory_check_interval: env.seconds("MEMORY_CHECK_INTERVAL_SECONDS", 30.0, false)?,
             memory_warning_mb,
             memory_critical_mb,
-            public_signaling_url,
             log_format,
-            tls,
             signaling,
         })
     }
