@@ -57,7 +57,7 @@ impl std::fmt::Debug for PublicKey {
 const P256_POINT_LENGTHS: [usize; 2] = [65, 33];
 
 impl PublicKey {
-    /// Reads a PEM public key (SubjectPublicKeyInfo, or PKCS#1 for RSA) named `kid`.
+    /// Reads a PEM public key (`BEGIN PUBLIC KEY`) named `kid`.
     pub fn from_pem(kid: impl Into<String>, pem: &[u8]) -> Result<Self, KeyError> {
         let (key_type, decoding) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
             (KeyType::Rsa, k)
