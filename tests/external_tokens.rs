@@ -405,3 +405,27 @@ fn garbage_or_private_pem_stops_startup_without_echoing_it() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn two_key_files_with_one_kid_stop_startup() {
+    let (a, b) = (
+        fresh_dir("switchboard-idp-a"),
+        fresh_dir("switchboard-idp-b"),
+    );
+    for dir in [&a, &b] {
+        std::fs::write(dir.join("same.pem"), Signer::ec().public_pem).unwrap();
+    }
+    let paths = format!(
+        "{},{}",
+        a.join("same.pem").display(),
+        b.join("same.pem").display()
+    );
+    let exited = Launch::new()
+        .env("JWT_PUBLIC_KEYS", &paths)
+        .expect_refusal_naming("JWT_PUBLIC_KEYS");
+    assert_eq!(exited.status.code(), Some(2));
+    assert!(exited.stderr.contains("\"same\""), "{}", exited.stderr);
+    for dir in [a, b] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
