@@ -39,19 +39,24 @@ impl Signer {
     }
 
     fn ec() -> Signer {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        Signer {
-            alg: Algorithm::ES256,
-            encoding: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
-            public_pem: pair.public_key_pem(),
-        }
+        Signer::generated(&rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256)
     }
 
     fn ed() -> Signer {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        Signer::generated(&rcgen::PKCS_ED25519, Algorithm::EdDSA)
+    }
+
+    /// A fresh P-256 or Ed25519 pair (rcgen generates both in microseconds).
+    fn generated(kind: &'static rcgen::SignatureAlgorithm, alg: Algorithm) -> Signer {
+        let pair = rcgen::KeyPair::generate_for(kind).unwrap();
+        let private = pair.serialize_pem();
+        let encoding = match alg {
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(private.as_bytes()),
+            _ => EncodingKey::from_ec_pem(private.as_bytes()),
+        };
         Signer {
-            alg: Algorithm::EdDSA,
-            encoding: EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).unwrap(),
+            alg,
+            encoding: encoding.unwrap(),
             public_pem: pair.public_key_pem(),
         }
     }
