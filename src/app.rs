@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use switchboard_auth::TokenKeys;
+use switchboard_auth::{ExternalRules, TokenKeys};
 use switchboard_monitoring::{Monitor, Thresholds};
 use switchboard_signaling::cluster::{ClusterConfig, RedisCluster};
 use switchboard_signaling::directory::Directory;
@@ -36,8 +36,22 @@ fn random_secret() -> std::io::Result<[u8; 32]> {
     Ok(secret)
 }
 
-/// The room token keys: `JWT_SECRET`, or a random key that lives as long as the process.
+/// The room token keys: `JWT_SECRET`, or a random key that lives as long as the process,
+/// and the identity provider's public keys.
 fn token_keys(config: &Config) -> std::io::Result<TokenKeys> {
+    let idp = &config.identity_provider;
+    let rules = ExternalRules {
+        issuer: idp.issuer.clone(),
+        audience: idp.audience.clone(),
+        valid_id: switchboard_signaling::ids::is_valid_id,
+    };
+    Ok(own_token_keys(config)?
+        .with_leeway(config.jwt_leeway_secs)
+        .with_external(idp.keys.clone(), rules))
+}
+
+/// The HS256 key for Switchboard's own tokens.
+fn own_token_keys(config: &Config) -> std::io::Result<TokenKeys> {
     Ok(match &config.jwt_secret {
         Some(secret) => TokenKeys::new(secret.expose().as_bytes()),
         None => {

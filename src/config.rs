@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use switchboard_auth::IceConfig;
+use switchboard_auth::{IceConfig, PublicKey};
 use switchboard_signaling::SignalingConfig;
 
 use crate::tls::{TlsError, TlsSettings};
@@ -51,6 +51,10 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
     /// Room token lifetime.
     pub token_ttl: Duration,
+    /// Tokens signed by the app's identity provider: its keys and required claims.
+    pub identity_provider: IdentityProvider,
+    /// Clock skew forgiven on `exp` and `nbf` of every token, in seconds.
+    pub jwt_leeway_secs: u64,
     /// Bearer key required to issue tokens and create rooms, if set.
     pub issuer_api_key: Option<Secret>,
     /// Bearer key for admin calls, if set.
@@ -75,6 +79,18 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// Signaling limits and timings.
     pub signaling: SignalingConfig,
+}
+
+/// The identity provider's public keys and the `iss`/`aud` its tokens must carry
+/// (`docs/auth.md`).
+#[derive(Debug, Clone, Default)]
+pub struct IdentityProvider {
+    /// `JWT_PUBLIC_KEYS`, each named by its file name without extension.
+    pub keys: Vec<PublicKey>,
+    /// `JWT_ISSUER`.
+    pub issuer: Option<String>,
+    /// `JWT_AUDIENCE`.
+    pub audience: Option<String>,
 }
 
 /// A configuration value that must never be printed.
@@ -337,6 +353,35 @@ impl Env<'_> {
         })
     }
 
+    /// `JWT_PUBLIC_KEYS`, `JWT_ISSUER` and `JWT_AUDIENCE`. Each key's `kid` is its file name
+    /// without extension, so two files must not share one.
+    fn identity_provider(&self) -> Result<IdentityProvider, ConfigError> {
+        const VAR: &str = "JWT_PUBLIC_KEYS";
+        let mut keys: Vec<PublicKey> = Vec::new();
+        for path in self.list(VAR) {
+            let pem = std::fs::read(&path)
+                .map_err(|e| Self::err(VAR, format!("cannot read {path}: {e}")))?;
+            let kid = std::path::Path::new(&path)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let key = PublicKey::from_pem(kid, &pem)
+                .map_err(|e| Self::err(VAR, format!("{path} {e}")))?;
+            if keys.iter().any(|k| k.kid() == key.kid()) {
+                return Err(Self::err(
+                    VAR,
+                    format!("{path}: another key already has the kid {:?}", key.kid()),
+                ));
+            }
+            keys.push(key);
+        }
+        Ok(IdentityProvider {
+            keys,
+            issuer: self.raw("JWT_ISSUER").map(|v| v.trim().to_owned()),
+            audience: self.raw("JWT_AUDIENCE").map(|v| v.trim().to_owned()),
+        })
+    }
+
     fn redis_url(&self) -> Result<Option<Secret>, ConfigError> {
         let url = self.secret("REDIS_URL");
         let schemes = ["redis://", "rediss://", "unix://"];
@@ -375,6 +420,8 @@ impl Config {
             signaling_port,
             jwt_secret,
             token_ttl: Duration::from_secs(env.positive("TOKEN_TTL_SECONDS", 3600)?),
+            identity_provider: env.identity_provider()?,
+            jwt_leeway_secs: env.number("JWT_LEEWAY_SECONDS", 0u64)?,
             issuer_api_key: env.secret("ISSUER_API_KEY"),
             admin_api_key: env.secret("ADMIN_API_KEY"),
             cors_origins,
@@ -409,6 +456,7 @@ mod tests {
         assert_eq!(c.signaling.reconnect_grace, Duration::from_secs(15));
         assert_eq!(c.signaling.max_peers_per_room, 50);
         assert!(c.cors_origins.is_none() && c.jwt_secret.is_none());
+        assert!(c.identity_provider.keys.is_empty() && c.jwt_leeway_secs == 0);
     }
 
     #[test]

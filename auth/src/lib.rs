@@ -5,11 +5,13 @@
 //! global state, no clock other than the `now` each call is given. That keeps the
 //! security-relevant code small enough to read in one sitting and easy to test exhaustively.
 
+mod external;
 mod ice;
 mod password;
 mod token;
 mod turn;
 
+pub use external::{ExternalRules, KeyError, KeyType, PublicKey};
 pub use ice::{secret_eq, IceConfig, IceServer};
 pub use password::{hash_password, verify_password, PasswordError};
 pub use token::{Claims, IssuedToken, TokenError, TokenKeys};

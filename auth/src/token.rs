@@ -1,9 +1,14 @@
-//! Room tokens: HS256 JWTs binding one user to one room for a limited time.
+//! Room tokens: JWTs binding one user to one room for a limited time. Switchboard signs
+//! its own with HS256; the app's identity provider may sign them with a public-key
+//! algorithm (`docs/auth.md`, see [`crate::external`]).
 
 use jsonwebtoken::{
-    decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+    decode, decode_header, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header,
+    Validation,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::external::{External, ExternalRules, PublicKey};
 
 /// The claims a room token carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,14 +20,17 @@ pub struct Claims {
     /// Display name suggested at issuance, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Issued-at, seconds since the Unix epoch.
-    pub iat: u64,
+    /// Issued-at, seconds since the Unix epoch (always set on Switchboard's own tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
-    /// Unique token id.
-    pub jti: String,
+    /// Unique token id (always set on Switchboard's own tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     /// Set when the token was issued after checking the room's password (or to the host
-    /// of a password room at creation). Password rooms admit only such tokens.
+    /// of a password room at creation), and on every token of the identity provider.
+    /// Password rooms admit only such tokens.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pwd: bool,
 }
@@ -47,16 +55,17 @@ pub enum TokenError {
     Invalid,
 }
 
-/// Signing and verification keys derived from one HMAC secret.
+/// Signing and verification keys: one HMAC secret for Switchboard's own HS256 tokens, and
+/// the identity provider's public keys, if any.
 ///
-/// Verification accepts HS256 only, with no leeway: every token is checked against the
-/// clock of the server that issued it (or of a peer instance sharing its secret), so there
-/// is no foreign clock to forgive.
+/// HS256 is verified only with the secret, every other algorithm only with a public key
+/// of its type. The leeway (0 unless set) forgives clock skew on `exp` and `nbf` alike.
 #[derive(Clone)]
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    external: Option<External>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -71,13 +80,32 @@ impl TokenKeys {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            external: None,
         }
+    }
+
+    /// Allows `secs` of clock skew on `exp` and `nbf`, for every token.
+    pub fn with_leeway(mut self, secs: u64) -> Self {
+        self.validation.leeway = secs;
+        if let Some(external) = &mut self.external {
+            external.set_leeway(secs);
+        }
+        self
+    }
+
+    /// Also accepts tokens signed by one of `keys` and following `rules`. Without keys,
+    /// nothing changes.
+    pub fn with_external(mut self, keys: Vec<PublicKey>, rules: ExternalRules) -> Self {
+        self.external =
+            (!keys.is_empty()).then(|| External::new(keys, rules, self.validation.leeway));
+        self
     }
 
     /// Signs a token for `user_id` in `room_id`, valid from `now_secs` for `ttl_secs`.
@@ -107,9 +135,9 @@ impl TokenKeys {
             sub: user_id.to_owned(),
             room: room_id.to_owned(),
             name: name.map(str::to_owned),
-            iat: now_secs,
+            iat: Some(now_secs),
             exp: now_secs.saturating_add(ttl_secs),
-            jti: uuid::Uuid::new_v4().to_string(),
+            jti: Some(uuid::Uuid::new_v4().to_string()),
             pwd: password_checked,
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -118,8 +146,15 @@ impl TokenKeys {
         IssuedToken { token, claims }
     }
 
-    /// Checks signature, algorithm and expiry, and returns the claims.
+    /// Checks signature, algorithm, expiry and `nbf`, and returns the claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.alg != Algorithm::HS256 {
+            return match &self.external {
+                Some(external) => external.verify(token, &header),
+                None => Err(TokenError::Invalid),
+            };
+        }
         match decode::<Claims>(token, &self.decoding, &self.validation) {
             Ok(data) => Ok(data.claims),
             Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => Err(TokenError::Expired),
@@ -148,10 +183,10 @@ mod tests {
         let issued = keys.issue("u1", "r1", Some("Ada"), now(), 3600);
         let claims = keys.verify(&issued.token).unwrap();
         assert_eq!(claims, issued.claims);
-        assert_eq!(claims.exp - claims.iat, 3600);
+        assert_eq!(claims.exp - claims.iat.unwrap(), 3600);
         assert_eq!(claims.name.as_deref(), Some("Ada"));
         assert_eq!(
-            uuid::Uuid::parse_str(&claims.jti)
+            uuid::Uuid::parse_str(claims.jti.as_deref().unwrap())
                 .unwrap()
                 .get_version_num(),
             4

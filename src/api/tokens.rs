@@ -49,7 +49,7 @@ impl App {
         let ice = &self.config.signaling.ice;
         TokenOut {
             expires_at: issued.claims.exp * 1000,
-            expires_in: issued.claims.exp - issued.claims.iat,
+            expires_in: issued.claims.exp - issued.claims.iat.unwrap_or(issued.claims.exp),
             ice_servers: (!ice.is_empty()).then(|| ice.servers_for(user_id, issued.claims.exp)),
             token: issued.token,
         }
