@@ -12,6 +12,7 @@ mod http;
 mod janitor;
 mod ops;
 mod passwords;
+mod probes;
 mod routes;
 mod state;
 mod tls;

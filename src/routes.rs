@@ -74,6 +74,8 @@ pub fn all(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infall
     let every = crate::api::routes(app.clone())
         .or(openapi)
         .unify()
+        .or(crate::probes::routes(app.clone()))
+        .unify()
         .or(crate::ops::routes(app))
         .unify()
         .or(crate::web::routes())
