@@ -16,7 +16,7 @@ const DOC: &str = include_str!("../docs/openapi.json");
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
 
 /// The HTTP modules of `src/`: they declare the routes and spell out the error codes.
-const HTTP_SOURCES: [&str; 8] = [
+const HTTP_SOURCES: [&str; 9] = [
     include_str!("../src/http.rs"),
     include_str!("../src/access.rs"),
     include_str!("../src/passwords.rs"),
@@ -24,6 +24,7 @@ const HTTP_SOURCES: [&str; 8] = [
     include_str!("../src/api/tokens.rs"),
     include_str!("../src/api/rooms.rs"),
     include_str!("../src/ops.rs"),
+    include_str!("../src/probes.rs"),
     include_str!("../src/routes.rs"),
 ];
 
