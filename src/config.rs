@@ -370,7 +370,10 @@ impl Env<'_> {
             if keys.iter().any(|k| k.kid() == key.kid()) {
                 return Err(Self::err(
                     VAR,
-                    format!("{path}: another key already has the kid {:?}", key.kid()),
+                    format!(
+                        "{path}: another key already has the kid {:?}",
+                        key.kid().unwrap_or_default()
+                    ),
                 ));
             }
             keys.push(key);

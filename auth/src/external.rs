@@ -38,10 +38,10 @@ impl KeyType {
 #[error("is not a PEM public key of type RSA, EC P-256 or Ed25519")]
 pub struct KeyError;
 
-/// One public key of the identity provider, with the `kid` tokens may name it by.
+/// One public key of the identity provider, with the `kid` tokens may name it by, if any.
 #[derive(Clone)]
 pub struct PublicKey {
-    kid: String,
+    kid: Option<String>,
     key_type: KeyType,
     decoding: DecodingKey,
 }
@@ -49,7 +49,10 @@ pub struct PublicKey {
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The kid and type identify the key; its bytes stay out of logs.
-        write!(f, "PublicKey({:?}, {:?})", self.kid, self.key_type)
+        match &self.kid {
+            Some(kid) => write!(f, "PublicKey({kid:?}, {:?})", self.key_type),
+            None => write!(f, "PublicKey(no kid, {:?})", self.key_type),
+        }
     }
 }
 
@@ -72,16 +75,21 @@ impl PublicKey {
             }
             (KeyType::P256, k)
         };
-        Ok(Self {
-            kid: kid.into(),
-            key_type,
-            decoding,
-        })
+        Ok(Self::new(Some(kid.into()), key_type, decoding))
     }
 
-    /// The name tokens select this key by.
-    pub fn kid(&self) -> &str {
-        &self.kid
+    /// A key of `key_type` whose verification form is `decoding`.
+    pub(crate) fn new(kid: Option<String>, key_type: KeyType, decoding: DecodingKey) -> Self {
+        Self {
+            kid,
+            key_type,
+            decoding,
+        }
+    }
+
+    /// The name tokens select this key by; a key without one serves tokens without one.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
     }
 
     /// What kind of key this is.
@@ -163,7 +171,7 @@ impl External {
         let mut outcome = Err(TokenError::Invalid);
         let candidates = self.keys.iter().filter(|k| {
             k.key_type.algorithm() == header.alg
-                && header.kid.as_deref().is_none_or(|kid| kid == k.kid)
+                && header.kid.as_deref().is_none_or(|kid| Some(kid) == k.kid())
         });
         for key in candidates {
             match decode::<ExternalClaims>(token, &key.decoding, &validation) {

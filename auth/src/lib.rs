@@ -7,12 +7,14 @@
 
 mod external;
 mod ice;
+mod jwk;
 mod password;
 mod token;
 mod turn;
 
 pub use external::{ExternalRules, KeyError, KeyType, PublicKey};
 pub use ice::{secret_eq, IceConfig, IceServer};
+pub use jwk::{keys_from_jwk_set, JwkSetError};
 pub use password::{hash_password, verify_password, PasswordError};
 pub use token::{Claims, IssuedToken, TokenError, TokenKeys};
 pub use turn::{turn_credentials, TurnCredentials};

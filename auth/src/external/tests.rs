@@ -84,7 +84,7 @@ fn keys(signers: &[&Signer]) -> TokenKeys {
 fn pem_keys_are_typed_by_their_content() {
     assert_eq!(ec("a").public.key_type(), KeyType::P256);
     assert_eq!(ed("b").public.key_type(), KeyType::Ed25519);
-    assert_eq!(ed("b").public.kid(), "b");
+    assert_eq!(ed("b").public.kid(), Some("b"));
     let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
     assert_eq!(
         PublicKey::from_pem("c", p384.public_key_pem().as_bytes()).unwrap_err(),
