@@ -9,6 +9,7 @@
 use jsonwebtoken::{decode, errors::ErrorKind, Algorithm, DecodingKey, Header, Validation};
 use serde::Deserialize;
 
+use crate::provider_keys::ProviderKeys;
 use crate::token::{Claims, TokenError};
 
 /// The kind of a public key, which fixes the one algorithm its tokens may use.
@@ -128,13 +129,13 @@ struct ExternalClaims {
 /// The identity provider's keys and the rules its tokens follow.
 #[derive(Debug, Clone)]
 pub(crate) struct External {
-    keys: Vec<PublicKey>,
+    keys: ProviderKeys,
     rules: ExternalRules,
     leeway_secs: u64,
 }
 
 impl External {
-    pub(crate) fn new(keys: Vec<PublicKey>, rules: ExternalRules, leeway_secs: u64) -> Self {
+    pub(crate) fn new(keys: ProviderKeys, rules: ExternalRules, leeway_secs: u64) -> Self {
         Self {
             keys,
             rules,
@@ -169,7 +170,14 @@ impl External {
     pub(crate) fn verify(&self, token: &str, header: &Header) -> Result<Claims, TokenError> {
         let validation = self.validation(header.alg);
         let mut outcome = Err(TokenError::Invalid);
-        let candidates = self.keys.iter().filter(|k| {
+        let keys = self.keys.current();
+        if let Some(kid) = header.kid.as_deref() {
+            if !keys.iter().any(|k| k.kid() == Some(kid)) {
+                // The provider may have published it since the set was fetched.
+                self.keys.report_unknown_kid();
+            }
+        }
+        let candidates = keys.iter().filter(|k| {
             k.key_type.algorithm() == header.alg
                 && header.kid.as_deref().is_none_or(|kid| Some(kid) == k.kid())
         });

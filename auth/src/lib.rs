@@ -9,6 +9,7 @@ mod external;
 mod ice;
 mod jwk;
 mod password;
+mod provider_keys;
 mod token;
 mod turn;
 
@@ -16,5 +17,6 @@ pub use external::{ExternalRules, KeyError, KeyType, PublicKey};
 pub use ice::{secret_eq, IceConfig, IceServer};
 pub use jwk::{keys_from_jwk_set, JwkSetError};
 pub use password::{hash_password, verify_password, PasswordError};
+pub use provider_keys::{ProviderKeys, UnknownKid};
 pub use token::{Claims, IssuedToken, TokenError, TokenKeys};
 pub use turn::{turn_credentials, TurnCredentials};

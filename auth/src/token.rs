@@ -9,6 +9,7 @@ use jsonwebtoken::{
 use serde::{Deserialize, Serialize};
 
 use crate::external::{External, ExternalRules, PublicKey};
+use crate::provider_keys::ProviderKeys;
 
 /// The claims a room token carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,9 +103,17 @@ impl TokenKeys {
 
     /// Also accepts tokens signed by one of `keys` and following `rules`. Without keys,
     /// nothing changes.
-    pub fn with_external(mut self, keys: Vec<PublicKey>, rules: ExternalRules) -> Self {
-        self.external =
-            (!keys.is_empty()).then(|| External::new(keys, rules, self.validation.leeway));
+    pub fn with_external(self, keys: Vec<PublicKey>, rules: ExternalRules) -> Self {
+        if keys.is_empty() {
+            return self;
+        }
+        self.with_provider_keys(ProviderKeys::new(keys), rules)
+    }
+
+    /// Also accepts tokens signed by whatever `keys` holds at the time of each verify,
+    /// following `rules`: for a key set that is replaced at run time.
+    pub fn with_provider_keys(mut self, keys: ProviderKeys, rules: ExternalRules) -> Self {
+        self.external = Some(External::new(keys, rules, self.validation.leeway));
         self
     }
 

@@ -125,3 +125,27 @@ fn a_document_that_is_not_a_set_is_an_error() {
         assert_eq!(keys_from_jwk_set(bad).err(), Some(JwkSetError), "{bad:?}");
     }
 }
+
+#[test]
+fn a_replaced_set_takes_effect_and_an_unknown_kid_is_reported() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (ec, mut jwk) = pair(&rcgen::PKCS_ECDSA_P256_SHA256);
+    jwk["kid"] = json!("new");
+    let misses = Arc::new(AtomicUsize::new(0));
+    let counter = misses.clone();
+    let provider = crate::ProviderKeys::new(Vec::new()).on_unknown_kid(Arc::new(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }));
+    let keys = TokenKeys::new(b"0123456789abcdef0123456789abcdef")
+        .with_provider_keys(provider.clone(), rules());
+    let token = token(Algorithm::ES256, Some("new"), &ec);
+    assert_eq!(keys.verify(&token), Err(TokenError::Invalid));
+    assert_eq!(misses.load(Ordering::Relaxed), 1);
+    let set = json!({"keys": [jwk]}).to_string();
+    provider.replace(keys_from_jwk_set(set.as_bytes()).unwrap());
+    assert!(keys.verify(&token).is_ok());
+    assert_eq!(misses.load(Ordering::Relaxed), 1);
+    provider.replace(Vec::new());
+    assert_eq!(keys.verify(&token), Err(TokenError::Invalid));
+}
