@@ -18,6 +18,7 @@ use switchboard_signaling::directory::Directory;
 use switchboard_signaling::{Registry, SignalingServer, Stats};
 
 use crate::config::Config;
+use crate::jwks::Jwks;
 use crate::state::App;
 
 /// How long a drain waits for peers to go before exiting anyway.
@@ -38,16 +39,18 @@ fn random_secret() -> std::io::Result<[u8; 32]> {
 
 /// The room token keys: `JWT_SECRET`, or a random key that lives as long as the process,
 /// and the identity provider's public keys.
-fn token_keys(config: &Config) -> std::io::Result<TokenKeys> {
+fn token_keys(config: &Config, jwks: Option<&Jwks>) -> std::io::Result<TokenKeys> {
     let idp = &config.identity_provider;
     let rules = ExternalRules {
         issuer: idp.issuer.clone(),
         audience: idp.audience.clone(),
         valid_id: switchboard_signaling::ids::is_valid_id,
     };
-    Ok(own_token_keys(config)?
-        .with_leeway(config.jwt_leeway_secs)
-        .with_external(idp.keys.clone(), rules))
+    let own = own_token_keys(config)?.with_leeway(config.jwt_leeway_secs);
+    Ok(match jwks {
+        Some(jwks) => own.with_provider_keys(jwks.keys(), rules),
+        None => own.with_external(idp.keys.clone(), rules),
+    })
 }
 
 /// The HS256 key for Switchboard's own tokens.
@@ -101,7 +104,15 @@ fn memory_monitor(
 
 /// Runs the server until SIGINT/SIGTERM, then drains.
 pub async fn run(config: Config) -> std::io::Result<()> {
-    let keys = token_keys(&config)?;
+    let idp = &config.identity_provider;
+    let jwks = idp.jwks_url.as_ref().map(|url| {
+        Arc::new(Jwks::new(
+            url.expose().to_owned(),
+            idp.jwks_refresh,
+            idp.keys.clone(),
+        ))
+    });
+    let keys = token_keys(&config, jwks.as_deref())?;
     let http_listener = TcpListener::bind((config.host, config.port)).await?;
     let signaling_listener = TcpListener::bind((config.host, config.signaling_port)).await?;
     let http_addr = http_listener.local_addr()?;
@@ -132,6 +143,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         tokens_issued: AtomicU64::new(0),
         password_slots: Semaphore::new(2),
         draining: AtomicBool::new(false),
+        jwks: jwks.clone(),
         rooms: Directory::new(registry.clone()),
         config,
     });
@@ -152,6 +164,9 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     until_stopped(signaling.clone().run_heartbeats().boxed());
     until_stopped(registry.clone().run_sweeper().boxed());
     until_stopped(monitor.run().boxed());
+    if let Some(jwks) = jwks {
+        until_stopped(jwks.run().boxed());
+    }
     until_stopped(crate::allocator::trim_every(app.config.memory_check_interval).boxed());
     background.close();
     let http = Http::serve(&app, http_listener);

@@ -91,6 +91,10 @@ pub struct IdentityProvider {
     pub issuer: Option<String>,
     /// `JWT_AUDIENCE`.
     pub audience: Option<String>,
+    /// `JWKS_URL`: where more keys are fetched from, at run time (`src/jwks.rs`).
+    pub jwks_url: Option<Secret>,
+    /// `JWKS_REFRESH_SECONDS`: how often the JWKS is fetched again.
+    pub jwks_refresh: Duration,
 }
 
 /// A configuration value that must never be printed.
@@ -382,7 +386,22 @@ impl Env<'_> {
             keys,
             issuer: self.raw("JWT_ISSUER").map(|v| v.trim().to_owned()),
             audience: self.raw("JWT_AUDIENCE").map(|v| v.trim().to_owned()),
+            jwks_url: self.jwks_url()?,
+            jwks_refresh: self.seconds("JWKS_REFRESH_SECONDS", 300.0, false)?,
         })
+    }
+
+    /// `JWKS_URL`, kept out of logs like any URL that may carry credentials.
+    fn jwks_url(&self) -> Result<Option<Secret>, ConfigError> {
+        let url = self.secret("JWKS_URL");
+        if url.as_ref().is_some_and(|u| {
+            !["http://", "https://"]
+                .iter()
+                .any(|s| u.expose().starts_with(s))
+        }) {
+            return Err(Self::err("JWKS_URL", "must start with http:// or https://"));
+        }
+        Ok(url)
     }
 
     fn redis_url(&self) -> Result<Option<Secret>, ConfigError> {

@@ -10,6 +10,7 @@ mod app;
 mod config;
 mod http;
 mod janitor;
+mod jwks;
 mod ops;
 mod passwords;
 mod probes;

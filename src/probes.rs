@@ -33,6 +33,9 @@ fn not_ready_reasons(app: &App) -> Vec<&'static str> {
     if app.monitor.level() == Level::Critical {
         reasons.push("memory-critical");
     }
+    if app.jwks.as_ref().is_some_and(|jwks| !jwks.loaded()) {
+        reasons.push("starting");
+    }
     reasons
 }
 

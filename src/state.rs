@@ -35,6 +35,8 @@ pub struct App {
     pub password_slots: Semaphore,
     /// Set once a shutdown signal arrived.
     pub draining: AtomicBool,
+    /// The identity provider's fetched key set, with `JWKS_URL`.
+    pub jwks: Option<Arc<crate::jwks::Jwks>>,
     /// Memory sampling, pressure level and cleanup.
     pub monitor: Arc<Monitor>,
     /// Rooms as the HTTP API sees them: the cluster's shared record while Redis answers,
