@@ -92,15 +92,6 @@ pub struct ClusterConfig {
     pub instance_timeout: Duration,
 }
 
-/// A room as Redis knows it, for the HTTP API.
-#[derive(Debug, Clone)]
-pub struct ClusterRoom {
-    /// Metadata (with peers).
-    pub meta: RoomMeta,
-    /// The host's userId.
-    pub host: Option<String>,
-}
-
 /// Topic → (when looked up, other instances with subscribers).
 type YjsCache = HashMap<Arc<str>, (tokio::time::Instant, Vec<String>)>;
 
@@ -227,13 +218,13 @@ impl SharedRooms for RedisCluster {
     }
 
     fn room<'a>(&'a self, room_id: &'a str) -> BoxFuture<'a, Result<RoomMeta, ErrorCode>> {
-        Box::pin(async move { self.room(room_id).await.map(|r| r.meta) })
+        Box::pin(async move { self.room(room_id).await })
     }
 
     fn create_room<'a>(&'a self, room: NewRoom<'a>) -> BoxFuture<'a, Result<RoomMeta, ErrorCode>> {
         Box::pin(async move {
             self.create_room(room).await?;
-            self.room(room.room_id).await.map(|r| r.meta)
+            self.room(room.room_id).await
         })
     }
 

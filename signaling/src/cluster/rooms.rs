@@ -6,7 +6,7 @@ use std::sync::Arc;
 use redis::AsyncCommands;
 
 use super::records::{code_of, opt};
-use super::{members_key, room_key, tomb_key, ClusterRoom, RedisCluster, ROOMS_KEY};
+use super::{members_key, room_key, tomb_key, RedisCluster, ROOMS_KEY};
 use crate::broker::{Event, NewRoom, WireMember, WireStatus};
 use crate::error::ErrorCode;
 use crate::protocol::{CloseReason, PeerInfo, PeerStatus, RoomMeta, RoomState};
@@ -73,7 +73,7 @@ impl RedisCluster {
     }
 
     /// A room as the cluster knows it.
-    pub async fn room(&self, room_id: &str) -> Result<ClusterRoom, ErrorCode> {
+    pub async fn room(&self, room_id: &str) -> Result<RoomMeta, ErrorCode> {
         let mut pipe = redis::pipe();
         pipe.exists(tomb_key(room_id))
             .hgetall(room_key(room_id))
@@ -93,15 +93,16 @@ impl RedisCluster {
             .filter_map(|j| serde_json::from_str(&j).ok())
             .collect();
         members.sort_by_key(|m| m.order);
-        Ok(self.cluster_room(room_id, &room, &members))
+        Ok(self.room_meta(room_id, &room, &members))
     }
 
-    pub(super) fn cluster_room(
+    /// A room's metadata (with peers) from its Redis hash and members.
+    fn room_meta(
         &self,
         room_id: &str,
         room: &HashMap<String, String>,
         members: &[WireMember],
-    ) -> ClusterRoom {
+    ) -> RoomMeta {
         let now = now_ms();
         let host = opt(room.get("host")).map(str::to_owned);
         let peers: Vec<PeerInfo> = members
@@ -125,7 +126,7 @@ impl RedisCluster {
             .and_then(|h| members.iter().find(|m| m.user == h))
             .map(|m| m.name.clone())
             .or_else(|| opt(room.get("hostName")).map(str::to_owned));
-        let meta = RoomMeta {
+        RoomMeta {
             room_id: room_id.into(),
             room_name: room.get("name").cloned().unwrap_or_default(),
             host_id: host.as_deref().map(Arc::from),
@@ -149,8 +150,7 @@ impl RedisCluster {
             expires_at,
             time_until_expiration: expires_at.map(|e| e.saturating_sub(now)),
             peers: Some(peers),
-        };
-        ClusterRoom { meta, host }
+        }
     }
 
     /// Every room of the cluster, ordered by id (without peers).
@@ -181,7 +181,7 @@ impl RedisCluster {
                 .filter_map(|j| serde_json::from_str(j).ok())
                 .collect();
             members.sort_by_key(|m| m.order);
-            let mut meta = self.cluster_room(id, room, &members).meta;
+            let mut meta = self.room_meta(id, room, &members);
             meta.peers = None;
             out.push(meta);
         }
